@@ -1,0 +1,125 @@
+package bundle
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// WriteFileAtomic writes data to path through a temp file in the same
+// folder, fsynced and renamed into place: readers see the old file or the
+// whole new one, never a part.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	err := atomicWrite(path, func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return os.Chmod(path, mode)
+}
+
+// atomicWrite creates path by calling fill on a temp file beside it.
+func atomicWrite(path string, fill func(*os.File) error) (err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := fill(f); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// DigestError reports content that does not match its digest or size.
+type DigestError struct {
+	Blob     v1.Hash // the expected digest
+	Got      v1.Hash // the digest of the bytes actually read
+	WantSize int64   // -1 when unknown
+	GotSize  int64
+}
+
+func (e *DigestError) Error() string {
+	if e.WantSize >= 0 && e.WantSize != e.GotSize {
+		return fmt.Sprintf("blob %s: size %d, want %d", e.Blob, e.GotSize, e.WantSize)
+	}
+	return fmt.Sprintf("blob %s: content has digest %s", e.Blob, e.Got)
+}
+
+// verifyingReader hashes what passes through it and checks it at EOF.
+type verifyingReader struct {
+	r    io.ReadCloser
+	want v1.Hash
+	size int64
+	n    int64
+	h    hash.Hash
+	err  error
+}
+
+// NewVerifyingReader wraps rc so that reading it to the end returns a
+// *DigestError instead of io.EOF when the content does not match digest h
+// (and size, when size >= 0). Reading past size fails at once.
+func NewVerifyingReader(rc io.ReadCloser, h v1.Hash, size int64) io.ReadCloser {
+	return &verifyingReader{r: rc, want: h, size: size, h: sha256.New()}
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	if v.err != nil {
+		return 0, v.err
+	}
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if v.size >= 0 && v.n > v.size {
+		v.err = &DigestError{Blob: v.want, WantSize: v.size, GotSize: v.n}
+		return n, v.err
+	}
+	if err == io.EOF {
+		got := hex.EncodeToString(v.h.Sum(nil))
+		if got != v.want.Hex || (v.size >= 0 && v.n != v.size) {
+			v.err = &DigestError{Blob: v.want, Got: v1.Hash{Algorithm: "sha256", Hex: got}, WantSize: v.size, GotSize: v.n}
+			return n, v.err
+		}
+	}
+	if err != nil {
+		v.err = err
+	}
+	return n, err
+}
+
+func (v *verifyingReader) Close() error { return v.r.Close() }

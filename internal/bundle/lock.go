@@ -1,0 +1,106 @@
+package bundle
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+)
+
+// Lock is kpaas-lock.json: every artifact of the bundle resolved to a
+// digest, with its size and where it came from. The agent reads it to know
+// what to install (charts' releases, namespaces and values; files' targets)
+// and the signature covers it.
+type Lock struct {
+	APIVersion string `json:"apiVersion"` // kpaas.dev/v1alpha1
+	Kind       string `json:"kind"`       // BundleLock
+	Name       string `json:"name"`
+	Version    string `json:"version"`
+	// ManifestDigest is the sha256 of the bundle manifest file that was baked.
+	ManifestDigest    string         `json:"manifestDigest"`
+	KubernetesVersion string         `json:"kubernetesVersion"`
+	Platforms         []string       `json:"platforms"`
+	Artifacts         []LockArtifact `json:"artifacts"`
+}
+
+// LockArtifact is one resolved artifact.
+type LockArtifact struct {
+	Kind Kind `json:"kind"`
+	// Ref is the full reference recorded in index.json.
+	Ref       string `json:"ref"`
+	Digest    string `json:"digest"`
+	MediaType string `json:"mediaType"`
+	// Size is the sum of the sizes of every distinct blob of the artifact
+	// (manifests, configs, layers).
+	Size int64 `json:"size"`
+	// Source says where the artifact was resolved from, e.g.
+	// "registry:docker.io/library/nginx:1.25", "mirror:oci/…", "file:…".
+	Source string `json:"source"`
+	// SourceDigest is the upstream digest when it differs from Digest
+	// (an index filtered to the bundle's platforms).
+	SourceDigest string   `json:"sourceDigest,omitempty"`
+	Platforms    []string `json:"platforms,omitempty"`
+
+	// Charts only.
+	Chart *LockChart `json:"chart,omitempty"`
+	// Files only.
+	File *LockedFile `json:"file,omitempty"`
+}
+
+// LockChart is what the agent needs to install a chart's release.
+type LockChart struct {
+	Name      string         `json:"name"`
+	Version   string         `json:"version"`
+	Release   string         `json:"release"`
+	Namespace string         `json:"namespace"`
+	Order     int            `json:"order"` // position in the manifest: install order
+	Values    map[string]any `json:"values,omitempty"`
+	// Images are the references the rendered chart uses (normalised).
+	Images []string `json:"images,omitempty"`
+}
+
+// LockedFile describes a host file.
+type LockedFile struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+	Mode   string `json:"mode"`
+	Target string `json:"target,omitempty"`
+}
+
+// LockKind is the kind of a lock document.
+const LockKind = "BundleLock"
+
+// Marshal encodes the lock deterministically: artifacts sorted by kind and
+// reference, indented, with a trailing newline.
+func (l *Lock) Marshal() ([]byte, error) {
+	c := *l
+	c.Artifacts = append([]LockArtifact(nil), l.Artifacts...)
+	sort.SliceStable(c.Artifacts, func(i, j int) bool {
+		a, b := c.Artifacts[i], c.Artifacts[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		return a.Ref < b.Ref
+	})
+	b, err := json.MarshalIndent(&c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// ReadLock reads the bundle's lock.
+func (s *Store) ReadLock() (*Lock, error) {
+	b, err := s.ReadFile(LockFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", LockFile, err)
+	}
+	var l Lock
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", s.Path(LockFile), err)
+	}
+	if l.Kind != LockKind {
+		return nil, fmt.Errorf("parsing %s: kind %q, want %q", s.Path(LockFile), l.Kind, LockKind)
+	}
+	return &l, nil
+}

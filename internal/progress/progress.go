@@ -1,0 +1,173 @@
+// Package progress is the one progress protocol of kpaas and kpaas-agent:
+// steps print `phase NAME (n/m): done in 1.2s` (or `failed: …`), long
+// transfers show a bar that redraws in place on a terminal and plain lines,
+// at most every few seconds, in logs and CI.
+package progress
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/term"
+)
+
+// Reporter writes progress to one stream. It is safe for concurrent use.
+type Reporter struct {
+	mu    sync.Mutex
+	w     io.Writer
+	tty   bool
+	quiet bool
+	now   func() time.Time
+}
+
+// Option configures a Reporter.
+type Option func(*Reporter)
+
+// Quiet suppresses everything but failures.
+func Quiet(q bool) Option { return func(r *Reporter) { r.quiet = q } }
+
+// Terminal forces (or disables) terminal mode; by default it is on when w
+// is a terminal.
+func Terminal(on bool) Option { return func(r *Reporter) { r.tty = on } }
+
+// New returns a Reporter writing to w.
+func New(w io.Writer, opts ...Option) *Reporter {
+	r := &Reporter{w: w, now: time.Now}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		r.tty = true
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// Discard is a Reporter that prints nothing.
+func Discard() *Reporter { return New(io.Discard, Quiet(true)) }
+
+// Printf prints one plain line.
+func (r *Reporter) Printf(format string, args ...any) {
+	if r == nil || r.quiet {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(r.w, format+"\n", args...)
+}
+
+// Step runs fn as step n of m and reports how it went.
+func (r *Reporter) Step(name string, n, m int, fn func() error) error {
+	start := r.now()
+	err := fn()
+	d := r.now().Sub(start).Round(time.Millisecond * 100)
+	if err != nil {
+		r.mu.Lock()
+		fmt.Fprintf(r.w, "phase %s (%d/%d): failed after %s: %v\n", name, n, m, d, err)
+		r.mu.Unlock()
+		return err
+	}
+	r.Printf("phase %s (%d/%d): done in %s", name, n, m, d)
+	return nil
+}
+
+// Bar tracks a transfer of a known total.
+type Bar struct {
+	r         *Reporter
+	label     string
+	total     int64
+	mu        sync.Mutex
+	done      int64
+	lastPrint time.Time
+	lastPct   int
+}
+
+// Bar starts a progress bar for total bytes.
+func (r *Reporter) Bar(label string, total int64) *Bar {
+	return &Bar{r: r, label: label, total: total, lastPrint: r.now(), lastPct: -1}
+}
+
+// Add records n more bytes done.
+func (b *Bar) Add(n int64) {
+	if b == nil || b.r.quiet {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.done += n
+	now := b.r.now()
+	pct := 100
+	if b.total > 0 {
+		pct = int(b.done * 100 / b.total)
+	}
+	if b.total <= 0 {
+		// Unknown total: a running count.
+		every := 5 * time.Second
+		if b.r.tty {
+			every = 100 * time.Millisecond
+		}
+		if now.Sub(b.lastPrint) < every {
+			return
+		}
+		b.lastPrint = now
+		if b.r.tty {
+			b.r.mu.Lock()
+			fmt.Fprintf(b.r.w, "\r%s: %s\x1b[K", b.label, Bytes(b.done))
+			b.r.mu.Unlock()
+		} else {
+			b.r.Printf("%s: %s", b.label, Bytes(b.done))
+		}
+		return
+	}
+	if b.r.tty {
+		if now.Sub(b.lastPrint) < 100*time.Millisecond && b.done < b.total {
+			return
+		}
+		b.lastPrint = now
+		b.r.mu.Lock()
+		fmt.Fprintf(b.r.w, "\r%s %s %s / %s (%d%%)\x1b[K", b.label, bar(pct, 30), Bytes(b.done), Bytes(b.total), pct)
+		b.r.mu.Unlock()
+		return
+	}
+	// Plain mode: a line every 5 s or every 25%.
+	if now.Sub(b.lastPrint) < 5*time.Second && pct/25 == b.lastPct/25 {
+		return
+	}
+	b.lastPrint, b.lastPct = now, pct
+	b.r.Printf("%s: %s / %s (%d%%)", b.label, Bytes(b.done), Bytes(b.total), pct)
+}
+
+// Finish ends the bar's line.
+func (b *Bar) Finish() {
+	if b == nil || b.r.quiet || !b.r.tty {
+		return
+	}
+	b.r.mu.Lock()
+	fmt.Fprint(b.r.w, "\r\x1b[K")
+	b.r.mu.Unlock()
+}
+
+func bar(pct, width int) string {
+	if pct > 100 {
+		pct = 100
+	}
+	full := pct * width / 100
+	return "[" + strings.Repeat("=", full) + strings.Repeat(" ", width-full) + "]"
+}
+
+// Bytes formats a byte count in binary units (1.2 GiB).
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
