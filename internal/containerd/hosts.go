@@ -1,0 +1,144 @@
+// Package containerd writes containerd's registry host configuration
+// (the config_path folder of the CRI plugin, one hosts.toml per upstream
+// registry) so that every pull of an upstream image goes to a mirror first:
+// the node's registry seed on 127.0.0.1, later Harbor.
+//
+// containerd asks a mirror for /v2/<path>/manifests/<ref>?ns=<upstream>;
+// the seed uses ns to find the original repository (see internal/seed).
+//
+// The output is a pure function of its inputs (no timestamps), so writing
+// it again changes nothing and golden tests hold it.
+package containerd
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/ref"
+)
+
+// DefaultUpstreams are the registries configured whatever the bundle holds:
+// the public registries the platform's images and charts come from.
+var DefaultUpstreams = []string{"docker.io", "gcr.io", "ghcr.io", "quay.io", "registry.k8s.io"}
+
+// hostRE is a registry host with an optional port: the name of a folder
+// under config_path, so never a path.
+var hostRE = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?$`)
+
+// ServerURL is the upstream endpoint containerd falls back to when no
+// mirror answers: Docker Hub's API lives at registry-1.docker.io.
+func ServerURL(upstream string) string {
+	if upstream == "docker.io" {
+		return "https://registry-1.docker.io"
+	}
+	return "https://" + upstream
+}
+
+// HostsTOML renders hosts.toml for one upstream registry with mirrorURL
+// (e.g. http://127.0.0.1:5000) as its first host, for pull and resolve.
+// Callers validate their inputs with ValidateUpstream and ValidateMirror
+// (WriteHostsDir does).
+func HostsTOML(upstream, mirrorURL string) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Written by kpaas: pulls of %s images ask the mirror below first.\n", upstream)
+	fmt.Fprintf(&b, "server = %s\n\n", quote(ServerURL(upstream)))
+	fmt.Fprintf(&b, "[host.%s]\n", quote(mirrorURL))
+	b.WriteString("  capabilities = [\"pull\", \"resolve\"]\n")
+	return b.Bytes()
+}
+
+// quote writes s as a TOML basic string. Inputs are validated hosts and
+// URLs; escaping the two special characters keeps the output well formed
+// whatever they hold.
+func quote(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\\`)
+	s = strings.ReplaceAll(s, `"`, `\"`)
+	return `"` + s + `"`
+}
+
+// ValidateUpstream checks that upstream is a registry host[:port].
+func ValidateUpstream(upstream string) error {
+	if !hostRE.MatchString(upstream) {
+		return fmt.Errorf("invalid upstream registry %q: want a host name with an optional port", upstream)
+	}
+	return nil
+}
+
+// ValidateMirror checks that mirrorURL is an http(s) URL of a host, with
+// no query or fragment.
+func ValidateMirror(mirrorURL string) error {
+	u, err := url.Parse(mirrorURL)
+	if err != nil {
+		return fmt.Errorf("invalid mirror URL %q: %w", mirrorURL, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("invalid mirror URL %q: want http(s)://host[:port][/path]", mirrorURL)
+	}
+	if strings.ContainsAny(mirrorURL, "\"\\\n\r\t") {
+		return fmt.Errorf("invalid mirror URL %q: contains quotes, backslashes or control characters", mirrorURL)
+	}
+	return nil
+}
+
+// Upstreams lists the registries to configure for a bundle: the default
+// ones and every registry its artifacts' references name, sorted and
+// without duplicates. References that do not parse are skipped (the seed
+// does not serve them either).
+func Upstreams(entries []bundle.Entry) []string {
+	set := map[string]bool{}
+	for _, u := range DefaultUpstreams {
+		set[u] = true
+	}
+	for _, e := range entries {
+		if e.Ref == "" {
+			continue
+		}
+		r, err := ref.Parse(e.Ref)
+		if err != nil || ValidateUpstream(r.Registry) != nil {
+			continue
+		}
+		set[r.Registry] = true
+	}
+	out := make([]string, 0, len(set))
+	for u := range set {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// WriteHostsDir writes <dir>/<upstream>/hosts.toml for every upstream,
+// each file atomically. Every input is checked before anything is written;
+// all invalid ones are reported together.
+func WriteHostsDir(dir string, upstreams []string, mirrorURL string) error {
+	var errs []error
+	if err := ValidateMirror(mirrorURL); err != nil {
+		errs = append(errs, err)
+	}
+	for _, u := range upstreams {
+		if err := ValidateUpstream(u); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("writing containerd hosts to %s: %w", dir, errors.Join(errs...))
+	}
+	for _, u := range upstreams {
+		p := filepath.Join(dir, u, "hosts.toml")
+		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, HostsTOML(u, mirrorURL)) {
+			continue
+		}
+		if err := bundle.WriteFileAtomic(p, HostsTOML(u, mirrorURL), 0o644); err != nil {
+			return fmt.Errorf("writing containerd hosts for %s: %w", u, err)
+		}
+	}
+	return nil
+}
