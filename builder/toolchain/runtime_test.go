@@ -1,0 +1,210 @@
+package toolchain
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+)
+
+// TestRuntimeRunsImages starts the built containerd (private root, state and
+// socket), imports an OCI layout holding the pause, etcd and kube-proxy
+// images assembled from the built binaries, and runs them with the built shim
+// and runc: pause keeps running, etcd and kube-proxy print their versions, and
+// the Debian iptables in the kube-proxy image runs. It needs root and a built
+// toolchain; it is skipped otherwise.
+func TestRuntimeRunsImages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts containerd")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run containers")
+	}
+	cache, err := DefaultCacheDir()
+	if err != nil {
+		t.Skip(err)
+	}
+	bin := BinDir(cache)
+	if d := os.Getenv("KPAAS_TOOLCHAIN_DIR"); d != "" {
+		bin = d
+	}
+	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "pause", "etcd", "kube-proxy", NetToolsTar} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			t.Skipf("%s not built in %s: run `kpaas toolchain build` first", b, bin)
+		}
+	}
+	// ctr puts task cgroups below /kpaas-test in every v1 hierarchy; remove
+	// the (then empty) folders once containerd stopped.
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/kpaas-test")
+		for _, d := range dirs {
+			subs, _ := filepath.Glob(d + "/*/")
+			for _, sub := range subs {
+				if st, err := os.Stat(sub); err == nil && st.IsDir() {
+					os.Remove(sub)
+				}
+			}
+			os.Remove(d)
+		}
+	})
+	dir, err := os.MkdirTemp("", "ctdtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+
+	// An OCI layout with the two images, as a tar for ctr import.
+	lay := filepath.Join(dir, "layout")
+	p, err := layout.Write(lay, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := baseLayer(time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := map[string]string{"pause": bin, "etcd": bin, "kube": bin, "nettools": bin}
+	for _, s := range imageSpecs() {
+		if !strings.Contains(s.Ref, "/pause:") && !strings.Contains(s.Ref, "/etcd:") && !strings.Contains(s.Ref, "/kube-proxy:") {
+			continue
+		}
+		img, err := buildImage(s, base, dirs, time.Unix(0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{RefNameAnnotation: s.Ref})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	archive := filepath.Join(dir, "images.tar")
+	if err := tarDir(lay, archive); err != nil {
+		t.Fatal(err)
+	}
+
+	sock := filepath.Join(dir, "containerd.sock")
+	config := fmt.Sprintf(`version = 3
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc")
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	logf, _ := os.Create(filepath.Join(dir, "containerd.log"))
+	ctd := exec.Command(filepath.Join(bin, "containerd"), "--config", filepath.Join(dir, "config.toml"))
+	ctd.Env, ctd.Stdout, ctd.Stderr = env, logf, logf
+	ctd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := ctd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctd.Process.Signal(syscall.SIGTERM)
+		ctd.Wait()
+		logf.Close()
+		if t.Failed() {
+			data, _ := os.ReadFile(logf.Name())
+			t.Logf("containerd log:\n%s", tail(string(data), 6000))
+		}
+	})
+
+	ctr := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "ctr"), append([]string{"--address", sock, "-n", "kpaas-test"}, args...)...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("ctr %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out), nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := ctr("version"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := ctr("images", "import", archive); err != nil {
+		t.Fatal(err)
+	}
+	imgs, _ := ctr("images", "ls", "-q")
+	t.Logf("imported:\n%s", imgs)
+
+	pause := "registry.k8s.io/pause:" + PauseVersion
+	if _, err := ctr("run", "-d", pause, "pause1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctr("task", "kill", "-s", "SIGKILL", "pause1")
+		time.Sleep(time.Second)
+		ctr("task", "delete", "-f", "pause1")
+		ctr("containers", "delete", "pause1")
+	})
+	tasks, err := ctr("task", "ls")
+	if err != nil || !strings.Contains(tasks, "RUNNING") {
+		t.Errorf("pause task not running: %v\n%s", err, tasks)
+	}
+
+	etcdRef := "registry.k8s.io/etcd:" + EtcdVersion[1:] + "-0"
+	out, err := ctr("run", "--rm", etcdRef, "etcd-version", "/usr/local/bin/etcd", "--version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "etcd Version: "+EtcdVersion[1:]) {
+		t.Errorf("etcd --version in the container printed:\n%s", out)
+	}
+
+	proxy := "registry.k8s.io/kube-proxy:" + KubernetesVersion
+	// ipset exits 1 after printing its version: without CAP_NET_ADMIN it
+	// cannot ask the kernel for its protocol. The output is what counts.
+	for i, c := range []struct{ prog, want string }{
+		{"kube-proxy", "Kubernetes " + KubernetesVersion},
+		{"iptables", "iptables v1.8"},
+		{"ipset", "ipset v7"},
+		{"conntrack", "conntrack v1"},
+	} {
+		out, err := ctr("run", "--rm", proxy, fmt.Sprintf("proxy%d", i), c.prog, "--version")
+		if !strings.Contains(out, c.want) {
+			t.Errorf("%s --version in the kube-proxy image: %v\n%s", c.prog, err, out)
+		}
+	}
+}
+
+// tarDir writes the files below dir into a tar at dest (paths relative).
+func tarDir(dir, dest string) error {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		return addFile(tw, path, rel, 0o644, time.Unix(0, 0))
+	})
+	if err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return os.WriteFile(dest, buf.Bytes(), 0o644)
+}
