@@ -1,0 +1,51 @@
+// Package cli maps the kpaas command line onto the builder's libraries.
+// Commands only translate flags into options; all work happens in the
+// packages they call. There is no package-level state: Run builds a fresh
+// command tree each time.
+package cli
+
+import (
+	"context"
+	"io"
+
+	"github.com/spf13/cobra"
+)
+
+// Version is set at link time (-ldflags "-X kpaas.dev/appliance/builder/cli.Version=…").
+var Version = "dev"
+
+// streams are the command's standard streams, handed to every subcommand.
+type streams struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+// Run executes the kpaas command line args.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	root := newRootCmd(&streams{in: stdin, out: stdout, err: stderr})
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return root.ExecuteContext(ctx)
+}
+
+func newRootCmd(s *streams) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "kpaas",
+		Short:         "Bake offline K-PaaS bundles and bootable media",
+		Version:       Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	// One constructor per verb, each in its own file.
+	root.AddCommand(
+		newBakeCmd(s),
+		newBundleCmd(s),
+		newKeyCmd(s),
+		newPushCmd(s),
+		newServeCmd(s),
+		newToolchainCmd(s),
+	)
+	return root
+}

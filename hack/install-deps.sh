@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the toolchain build, the tests and the
+# benchmarks need: compilers for cgo parts (runc), independent peers and
+# checkers (skopeo, openssl, GNU tar). Safe to re-run; installs only what is
+# missing. Needs root.
+set -euo pipefail
+pkgs=(gcc libc6-dev libseccomp-dev pkg-config skopeo openssl tar time)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
