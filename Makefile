@@ -23,10 +23,11 @@ build: ## Build the kpaas binary into out/bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(KPAAS) ./builder/cmd/kpaas
 
 .PHONY: demo
-demo: build ## Bake the demo bundle (bundles/demo.yaml) offline into out/demo-bundle, signed
+demo: build ## Bake the demo bundle (bundles/demo.yaml: Kubernetes from source + demo workload) offline into out/demo-bundle, signed
+	$(KPAAS) toolchain build --out $(OUT)/mirror
 	$(GO) run ./bundles/demo/mkmirror -o $(OUT)/demo-mirror
 	@test -f $(OUT)/demo.key || $(KPAAS) key generate -o $(OUT)/demo
-	$(KPAAS) bake bundles/demo.yaml --mirror $(OUT)/demo-mirror --offline --sign-key $(OUT)/demo.key -o $(OUT)/demo-bundle
+	$(KPAAS) bake bundles/demo.yaml --mirror $(OUT)/mirror --mirror $(OUT)/demo-mirror --offline --sign-key $(OUT)/demo.key -o $(OUT)/demo-bundle
 	$(KPAAS) bundle verify $(OUT)/demo-bundle --key $(OUT)/demo.pub
 	$(KPAAS) bundle inspect $(OUT)/demo-bundle
 

@@ -11,6 +11,8 @@ if [ "$(id -u)" = 0 ]; then
   # The toolchain's Debian layer (iptables, ipset, conntrack) is fetched
   # with apt; make sure the lists exist.
   ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || apt-get update -qq
+  # As root, also start a real kubelet against the test API server.
+  export KUBETEST_NODE=1
 fi
 go vet ./...
 go run ./builder/cmd/kpaas toolchain build --out out/mirror

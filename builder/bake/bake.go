@@ -11,8 +11,6 @@ package bake
 import (
 	"context"
 	"crypto/ed25519"
-	"fmt"
-	"io"
 	"time"
 
 	"kpaas.dev/appliance/api/bundle/v1alpha1"
@@ -27,8 +25,8 @@ type Options struct {
 	Manifest string
 	// Out is the bundle folder (created if missing).
 	Out string
-	// Mirror is an offline mirror folder consulted first (optional).
-	Mirror string
+	// Mirrors are offline mirror folders consulted first, in order.
+	Mirrors []string
 	// Offline forbids the network: everything must come from the mirror or
 	// local paths.
 	Offline bool
@@ -115,22 +113,3 @@ func Bake(ctx context.Context, opts Options) (*Summary, error) {
 	st.summary.Duration = time.Since(start)
 	return &st.summary, nil
 }
-
-// discardCloser is an io.ReadCloser over nothing.
-var _ io.ReadCloser = (*countingReader)(nil)
-
-// countingReader reports bytes read to a progress bar.
-type countingReader struct {
-	r   io.ReadCloser
-	bar *progress.Bar
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.bar.Add(int64(n))
-	return n, err
-}
-
-func (c *countingReader) Close() error { return c.r.Close() }
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

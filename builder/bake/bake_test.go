@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
 	"io/fs"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -366,7 +366,7 @@ func TestBakeOfflineNeedsMirror(t *testing.T) {
 	if _, err := bake.Bake(context.Background(), opts(tr, m, first)); err != nil {
 		t.Fatal(err)
 	}
-	o.Mirror = first
+	o.Mirrors = []string{first}
 	o.Out = filepath.Join(t.TempDir(), "second")
 	if _, err := bake.Bake(context.Background(), o); err != nil {
 		t.Fatalf("offline bake from a bundle mirror: %v", err)

@@ -65,10 +65,12 @@ func loadManifest(ctx context.Context, st *state) error {
 	st.digest = "sha256:" + hex.EncodeToString(sum[:])
 
 	var chain source.Chain
-	var mirror *source.Mirror
-	if st.opts.Mirror != "" {
-		mirror = &source.Mirror{Dir: st.opts.Mirror}
-		chain = append(chain, mirror)
+	var mirrors source.Mirrors
+	for _, dir := range st.opts.Mirrors {
+		mirrors = append(mirrors, &source.Mirror{Dir: dir})
+	}
+	if len(mirrors) > 0 {
+		chain = append(chain, mirrors)
 	}
 	if !st.opts.Offline {
 		reg := st.opts.Registry
@@ -77,7 +79,7 @@ func loadManifest(ctx context.Context, st *state) error {
 	st.images = chain
 	st.fetch = &source.Fetcher{
 		BaseDir:   filepath.Dir(st.opts.Manifest),
-		Mirror:    mirror,
+		Mirror:    mirrors,
 		Offline:   st.opts.Offline,
 		Images:    chain,
 		ChartTime: st.opts.Epoch,

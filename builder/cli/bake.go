@@ -18,11 +18,12 @@ import (
 
 func newBakeCmd(s *streams) *cobra.Command {
 	var (
-		out, mirror, signKey string
-		offline, asJSON      bool
-		quiet                bool
-		jobs                 int
-		rewrites, insecure   []string
+		out, signKey       string
+		mirrors            []string
+		offline, asJSON    bool
+		quiet              bool
+		jobs               int
+		rewrites, insecure []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bake MANIFEST -o DIR",
@@ -42,7 +43,7 @@ resumes. SOURCE_DATE_EPOCH sets the time recorded in generated content.`,
 			opts := bake.Options{
 				Manifest: args[0],
 				Out:      out,
-				Mirror:   mirror,
+				Mirrors:  mirrors,
 				Offline:  offline,
 				Jobs:     jobs,
 				Registry: source.Registry{Rewrite: map[string]string{}, Insecure: map[string]bool{}},
@@ -84,7 +85,7 @@ resumes. SOURCE_DATE_EPOCH sets the time recorded in generated content.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&out, "out", "o", "", "bundle folder to write (created if missing)")
-	f.StringVar(&mirror, "mirror", "", "local mirror folder consulted before the network (see docs/mirror.md)")
+	f.StringArrayVar(&mirrors, "mirror", nil, "local mirror folder consulted before the network (repeatable; see docs/mirror.md)")
 	f.BoolVar(&offline, "offline", false, "never use the network: everything must come from --mirror or local paths")
 	f.StringVar(&signKey, "sign-key", "", "ed25519 private key (from 'kpaas key generate') to sign the bundle with")
 	f.IntVar(&jobs, "jobs", 4, "blobs copied at once")

@@ -2,9 +2,9 @@ package source
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +28,7 @@ import (
 // of the bundle manifest).
 type Fetcher struct {
 	BaseDir string
-	Mirror  *Mirror // may be nil
+	Mirror  Mirrors // may be empty
 	Offline bool
 	Client  *http.Client
 	// Images resolves oci:// charts.
@@ -58,7 +58,7 @@ func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.Ha
 // verify it against spec.SHA256 while reading (the bundle writer does).
 // size is -1 when unknown.
 func (f *Fetcher) OpenFile(ctx context.Context, spec v1alpha1.File) (rc io.ReadCloser, size int64, source string, err error) {
-	if f.Mirror != nil {
+	if len(f.Mirror) > 0 {
 		p, err := f.Mirror.File(spec.SHA256)
 		if err == nil {
 			return openLocal(p)
@@ -188,7 +188,7 @@ type repoIndex struct {
 
 func (f *Fetcher) repoChart(ctx context.Context, spec v1alpha1.Chart) (*Chart, error) {
 	c := &Chart{Name: spec.Name, Version: spec.Version, Ref: ChartRefRegistry + "/" + spec.Name + ":" + spec.Version}
-	if f.Mirror != nil {
+	if len(f.Mirror) > 0 {
 		p, err := f.Mirror.Chart(spec.Name, spec.Version)
 		if err == nil {
 			c.Archive, err = os.ReadFile(p)

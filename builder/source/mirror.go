@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -180,4 +181,46 @@ func fileSHA256(p string) (string, error) {
 // fileOpener opens a file for tarball readers.
 func fileOpener(p string) func() (io.ReadCloser, error) {
 	return func() (io.ReadCloser, error) { return os.Open(p) }
+}
+
+// Mirrors searches several mirror folders, in order.
+type Mirrors []*Mirror
+
+// Resolve implements ImageSource.
+func (ms Mirrors) Resolve(ctx context.Context, r ref.Ref) (*Image, error) {
+	c := make(Chain, len(ms))
+	for i, m := range ms {
+		c[i] = m
+	}
+	return c.Resolve(ctx, r)
+}
+
+func (ms Mirrors) String() string {
+	var s []string
+	for _, m := range ms {
+		s = append(s, m.String())
+	}
+	return strings.Join(s, ", ")
+}
+
+// Chart returns the first mirror's charts/<name>-<version>.tgz.
+func (ms Mirrors) Chart(name, version string) (string, error) {
+	return first(ms, func(m *Mirror) (string, error) { return m.Chart(name, version) },
+		fmt.Errorf("chart %s %s: not in %s: %w", name, version, ms, ErrNotFound))
+}
+
+// File returns the first mirror's file with the given sha256.
+func (ms Mirrors) File(sha string) (string, error) {
+	return first(ms, func(m *Mirror) (string, error) { return m.File(sha) },
+		fmt.Errorf("file sha256:%s: not in %s: %w", sha, ms, ErrNotFound))
+}
+
+func first(ms Mirrors, get func(*Mirror) (string, error), notFound error) (string, error) {
+	for _, m := range ms {
+		p, err := get(m)
+		if err == nil || !errors.Is(err, ErrNotFound) {
+			return p, err
+		}
+	}
+	return "", notFound
 }

@@ -117,7 +117,7 @@ func TestMirrorFilesAndCharts(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, "charts"), 0o755)
 	os.WriteFile(filepath.Join(dir, "charts", "vault-0.22.0.tgz"), []byte("x"), 0o644)
 	m := &source.Mirror{Dir: dir}
-	f := &source.Fetcher{Mirror: m, Offline: true}
+	f := &source.Fetcher{Mirror: source.Mirrors{m}, Offline: true}
 	// sha256 of "not really kubeadm\n"
 	const sum = "0b1bba8d1a1a0c0d2b0ae1c4b9f4a07b0d39b36be1e5b2d6d3b6f1b0f1e6d2a9"
 	rc, _, _, err := f.OpenFile(context.Background(), v1alpha1.File{Name: "kubeadm", Source: "https://example.invalid/kubeadm", SHA256: sum})

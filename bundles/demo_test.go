@@ -1,0 +1,73 @@
+package bundles_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"kpaas.dev/appliance/builder/bake"
+	"kpaas.dev/appliance/internal/bundle"
+)
+
+// TestDemoBundleBakesOffline bakes bundles/demo.yaml exactly as `make demo`
+// does: from the toolchain mirror (out/mirror, built by `make toolchain`,
+// which `make test` runs first) and the demo workload's mirror, offline.
+func TestDemoBundleBakesOffline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("bakes ~550 MiB")
+	}
+	toolchain, err := filepath.Abs("../out/mirror")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(toolchain, "files", "SHA256SUMS")); err != nil {
+		t.Skipf("the toolchain mirror is not built (%v): run `make toolchain`", err)
+	}
+	work := t.TempDir()
+	demo := filepath.Join(work, "demo-mirror")
+	cmd := exec.Command("go", "run", "./demo/mkmirror", "-o", demo)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mkmirror: %v\n%s", err, out)
+	}
+	out := filepath.Join(work, "bundle")
+	sum, err := bake.Bake(context.Background(), bake.Options{
+		Manifest: "demo.yaml",
+		Out:      out,
+		Mirrors:  []string{toolchain, demo},
+		Offline:  true,
+	})
+	if err != nil {
+		t.Fatalf("baking demo.yaml (if a sha256 differs, the toolchain was built with another Go version: update demo.yaml from out/mirror/files/SHA256SUMS): %v", err)
+	}
+	if sum.Images != 10 || sum.ChartImages != 1 || sum.Charts != 1 || sum.Files != 12 {
+		t.Errorf("summary = %d images (%d for charts), %d charts, %d files; want 10 (1), 1, 12", sum.Images, sum.ChartImages, sum.Charts, sum.Files)
+	}
+	s, err := bundle.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Verify(context.Background(), bundle.VerifyOptions{})
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	lock, err := s.ReadLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"registry.k8s.io/kube-apiserver:v1.35.4": false, "registry.k8s.io/pause:3.10.1": false, "docker.io/kpaas/hello-probe:0.1.0": false}
+	for _, a := range lock.Artifacts {
+		if _, ok := want[a.Ref]; ok {
+			want[a.Ref] = true
+		}
+	}
+	for r, found := range want {
+		if !found {
+			t.Errorf("demo bundle lacks %s", r)
+		}
+	}
+	if !rep.OK() {
+		t.Errorf("verify problems: %v", rep.Problems)
+	}
+}
