@@ -108,14 +108,20 @@ func (s *Layout) Resolve(ctx context.Context, r ref.Ref) (*Image, error) {
 	return img, checkPinned(r, img)
 }
 
-// Archive resolves images from a docker-archive tarball (`docker save`),
-// by the tags listed in its manifest.json.
+// Archive resolves images from a tarball: a docker archive (`docker
+// save`, `podman save`) by the tags listed in its manifest.json, or an OCI
+// archive (a tarred OCI image layout, `skopeo copy … oci-archive:`) by its
+// index's reference annotations. An OCI archive is unpacked once into the
+// user cache folder (keyed by the tarball's path, size and time).
 type Archive struct {
 	Path string
+	// CacheDir holds unpacked OCI archives (default: the user cache dir).
+	CacheDir string
 
-	once  sync.Once
-	err   error
-	byRef map[string]name.Tag
+	once   sync.Once
+	err    error
+	byRef  map[string]name.Tag
+	layout *Layout
 }
 
 func (s *Archive) String() string { return "archive:" + s.Path }
@@ -124,6 +130,18 @@ func (s *Archive) opener() tarball.Opener { return fileOpener(s.Path) }
 
 func (s *Archive) load() error {
 	s.once.Do(func() {
+		if oci, err := isOCIArchive(s.Path); err != nil {
+			s.err = err
+			return
+		} else if oci {
+			dir, err := unpackOCIArchive(s.Path, s.CacheDir)
+			if err != nil {
+				s.err = err
+				return
+			}
+			s.layout = &Layout{Dir: dir}
+			return
+		}
 		m, err := tarball.LoadManifest(s.opener())
 		if err != nil {
 			s.err = fmt.Errorf("reading docker archive %s: %w", s.Path, err)
@@ -151,6 +169,14 @@ func (s *Archive) load() error {
 func (s *Archive) Resolve(ctx context.Context, r ref.Ref) (*Image, error) {
 	if err := s.load(); err != nil {
 		return nil, err
+	}
+	if s.layout != nil {
+		img, err := s.layout.Resolve(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		img.Source = s.String()
+		return img, nil
 	}
 	key := r
 	key.Digest = ""

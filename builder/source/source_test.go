@@ -1,11 +1,14 @@
 package source_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -169,4 +172,38 @@ func sha256File(p string) (string, error) {
 	}
 	h, _, err := v1.SHA256(bytes.NewReader(b))
 	return h.Hex, err
+}
+
+// TestOCIArchive: a tarred OCI layout (skopeo's oci-archive:) resolves by
+// its reference annotations; an entry escaping the archive is refused.
+func TestOCIArchive(t *testing.T) {
+	dir, digests := mirror(t)
+	layoutDir := filepath.Join(dir, "images", "oci")
+	tarPath := filepath.Join(t.TempDir(), "images.tar")
+	cmd := exec.Command("tar", "-cf", tarPath, "-C", layoutDir, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("tar: %v %s", err, out)
+	}
+	a := &source.Archive{Path: tarPath, CacheDir: t.TempDir()}
+	img, err := a.Resolve(context.Background(), mustRef(t, "quay.io/calico/node:v3.24.5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := img.Digest(); d != digests["calico"] || img.Index == nil {
+		t.Errorf("resolved %s (index %v), want the index %s", d, img.Index != nil, digests["calico"])
+	}
+
+	evil := filepath.Join(t.TempDir(), "evil.tar")
+	f, _ := os.Create(evil)
+	tw := tar.NewWriter(f)
+	for _, n := range []string{"oci-layout", "../escape"} {
+		tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: 2, Typeflag: tar.TypeReg})
+		tw.Write([]byte("{}"))
+	}
+	tw.Close()
+	f.Close()
+	bad := &source.Archive{Path: evil, CacheDir: t.TempDir()}
+	if _, err := bad.Resolve(context.Background(), mustRef(t, "nginx:1")); err == nil || !strings.Contains(err.Error(), "escapes") {
+		t.Errorf("err = %v, want the escaping entry refused", err)
+	}
 }
