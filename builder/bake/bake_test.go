@@ -36,6 +36,7 @@ type testRegistry struct {
 	host     string
 	blobGets atomic.Int64
 	failAt   atomic.Int64 // fail blob GETs after this many (0: never)
+	corrupt  atomic.Bool  // answer blob GETs with wrong bytes
 	digests  map[string]v1.Hash
 }
 
@@ -46,6 +47,10 @@ func newTestRegistry(t *testing.T) *testRegistry {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
 			n := tr.blobGets.Add(1)
+			if tr.corrupt.Load() {
+				io.WriteString(w, "these are not the bytes you are looking for")
+				return
+			}
 			if f := tr.failAt.Load(); f > 0 && n > f {
 				http.Error(w, "injected failure", http.StatusServiceUnavailable)
 				return
@@ -417,4 +422,26 @@ func TestBakePinnedIndexKeptWhole(t *testing.T) {
 		return
 	}
 	t.Errorf("bundle lacks %s", pinned)
+}
+
+// TestBakeRejectsCorruptBlobs: bytes that do not match their digest never
+// land in the bundle.
+func TestBakeRejectsCorruptBlobs(t *testing.T) {
+	tr := newTestRegistry(t)
+	tr.corrupt.Store(true)
+	m := manifest(t, baseManifest)
+	out := filepath.Join(t.TempDir(), "bundle")
+	_, err := bake.Bake(context.Background(), opts(tr, m, out))
+	if err == nil || !strings.Contains(err.Error(), "sha256:") {
+		t.Fatalf("err = %v, want the bad blob named", err)
+	}
+	filepath.WalkDir(filepath.Join(out, "blobs", "sha256"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			s, _ := bundle.Open(out)
+			if _, rerr := s.ReadBlob(v1.Hash{Algorithm: "sha256", Hex: d.Name()}); rerr != nil {
+				t.Errorf("a bad blob was stored: %v", rerr)
+			}
+		}
+		return nil
+	})
 }
