@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the toolchain build, the tests and the
-# benchmarks need: compilers for cgo parts (runc), independent peers and
-# disk-image checkers (sfdisk, fsck.vfat, mtools, unsquashfs, qemu-img,
-# xorriso), the boot loaders media are made with (isolinux, syslinux),
-# checkers (skopeo, openssl, GNU tar). Safe to re-run; installs only what is
-# missing. Needs root.
+# benchmarks need: a C compiler and libseccomp for runc; skopeo, openssl and
+# GNU tar as independent peers and checkers; sfdisk, fsck.vfat, mtools,
+# unsquashfs, qemu-img and xorriso to check the disk images we write; and
+# isolinux/syslinux, whose boot files the ISO writer reads. Safe to re-run;
+# installs only what is missing. Needs root.
 set -euo pipefail
 pkgs=(gcc libc6-dev libseccomp-dev pkg-config skopeo openssl tar time
       fdisk dosfstools mtools squashfs-tools qemu-utils xorriso isolinux syslinux-common cpio)
