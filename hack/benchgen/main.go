@@ -17,7 +17,12 @@
 // base, index and app layers (the small ones stay), so -scale small (0.08)
 // gives about 100 MiB. The same scale gives the same digests.
 //
-//	benchgen -registry 127.0.0.1:5055 [-scale full|small|0.5] [-out set.json] [-refs refs.txt]
+// -extra N adds N single-arch references, bench/img001..N:v1 (platform
+// images 28.., built like svc01..20 with the base layers and app layer size
+// of image p mod 28, but data of their own), for benchmarks that need many
+// images (the re-push of hack/bench-registry.sh uses 76: 100 references).
+//
+//	benchgen -registry 127.0.0.1:5055 [-scale full|small|0.5] [-extra N] [-out set.json] [-refs refs.txt]
 package main
 
 import (
@@ -98,18 +103,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "write the set description (JSON) here")
 	refsOut := fs.String("refs", "", "write the references, one a line, here")
 	jobs := fs.Int("jobs", 2, "images generated and pushed at once")
+	extra := fs.Int("extra", 0, "add this many single-arch references bench/imgNNN:v1 (at most 900)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *registry == "" || fs.NArg() > 0 {
-		return errors.New("usage: benchgen -registry HOST:PORT [-scale full|small|N] [-out FILE] [-refs FILE]")
+		return errors.New("usage: benchgen -registry HOST:PORT [-scale full|small|N] [-extra N] [-out FILE] [-refs FILE]")
+	}
+	if *extra < 0 || *extra > 900 {
+		return fmt.Errorf("-extra %d: want 0..900", *extra)
 	}
 	scale, err := parseScale(*scaleFlag)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	set, err := push(ctx, *registry, scale, *jobs)
+	set, err := push(ctx, *registry, scale, *extra, *jobs)
 	if err != nil {
 		return err
 	}
@@ -151,7 +160,7 @@ func parseScale(s string) (float64, error) {
 }
 
 // push builds and pushes every reference and sums up the set.
-func push(ctx context.Context, registry string, scale float64, jobs int) (*Set, error) {
+func push(ctx context.Context, registry string, scale float64, extra, jobs int) (*Set, error) {
 	scaled := func(m int) int64 { return max(4096, int64(float64(m)*scale*mib)) }
 	// The shared layers are built first, in parallel; the rest per image.
 	shared := map[string]*layer{}
@@ -174,11 +183,11 @@ func push(ctx context.Context, registry string, scale float64, jobs int) (*Set, 
 		build(fmt.Sprintf("index-%02d", k), scaled(m))
 	}
 	_ = sg.Wait()
-	// platformImage builds platform image p (0..27).
+	// platformImage builds platform image p (0..27, then the extra ones).
 	platformImage := func(p int, arch, indexLayer string) (v1.Image, error) {
 		var ls []v1.Layer
 		for _, b := range bases {
-			if b.users(p) {
+			if b.users(p % len(appMiB)) {
 				ls = append(ls, shared[b.name])
 			}
 		}
@@ -186,7 +195,7 @@ func push(ctx context.Context, registry string, scale float64, jobs int) (*Set, 
 			ls = append(ls, shared[indexLayer])
 		}
 		ls = append(ls,
-			newLayer(fmt.Sprintf("app-%02d", p), scaled(appMiB[p])),
+			newLayer(fmt.Sprintf("app-%02d", p), scaled(appMiB[p%len(appMiB)])),
 			newLayer(fmt.Sprintf("small-%02d", p), 4096),
 			newLayer(fmt.Sprintf("extra-%02d", p), int64(20+(p*37)%501)*1024),
 		)
@@ -211,14 +220,20 @@ func push(ctx context.Context, registry string, scale float64, jobs int) (*Set, 
 		idx  v1.ImageIndex // or an index
 		imgs []v1.Image    // the platform images, for the sums
 	}
-	results := make([]built, 24)
+	results := make([]built, 24+extra)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(1, jobs))
-	for i := range 24 {
+	for i := range 24 + extra {
 		g.Go(func() error {
 			var b built
 			var err error
-			if i < 20 {
+			if i >= 24 {
+				b.ref = fmt.Sprintf("%s/bench/img%03d:v1", registry, i-23)
+				if b.img, err = platformImage(i+4, "amd64", ""); err != nil {
+					return err
+				}
+				b.imgs = []v1.Image{b.img}
+			} else if i < 20 {
 				b.ref = fmt.Sprintf("%s/bench/svc%02d:v1", registry, i+1)
 				if b.img, err = platformImage(i, "amd64", ""); err != nil {
 					return err
