@@ -46,6 +46,7 @@ test: ## Run the tests (installs host tools first when run as root in CI)
 .PHONY: bench
 bench: ## Run the benchmarks against the named peers (skopeo, crane, distribution)
 	hack/bench.sh
+	hack/bench-registry.sh
 
 .PHONY: verify
 verify: ## gofmt, go vet, go mod tidy and generated files are clean
