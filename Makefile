@@ -43,6 +43,10 @@ lint-bundles: build ## Lint every bundle manifest in bundles/
 test: ## Run the tests (installs host tools first when run as root in CI)
 	hack/test.sh
 
+.PHONY: qemu-test
+qemu-test: ## Boot the OS image under QEMU (software emulation; a few minutes; root)
+	$(GO) test -tags qemu -v -timeout 30m ./qemu-tests/
+
 .PHONY: bench
 bench: ## Run the benchmarks against the named peers (skopeo, crane, distribution)
 	hack/bench.sh

@@ -43,6 +43,7 @@ func newRootCmd(s *streams) *cobra.Command {
 		newBakeCmd(s),
 		newBundleCmd(s),
 		newKeyCmd(s),
+		newOSCmd(s),
 		newPushCmd(s),
 		newServeCmd(s),
 		newToolchainCmd(s),

@@ -1,0 +1,395 @@
+package earlyboot
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/u-root/u-root/pkg/kmodule"
+	"github.com/u-root/u-root/pkg/mount"
+	"github.com/u-root/u-root/pkg/mount/loop"
+	"golang.org/x/sys/unix"
+
+	"kpaas.dev/appliance/agent/kmod"
+)
+
+// Machine performs a boot on the running system. Console receives the
+// progress lines.
+type Machine struct {
+	Console io.Writer
+	Config  Config
+}
+
+func (m *Machine) logf(format string, args ...any) {
+	fmt.Fprintf(m.Console, "kpaas-init: "+format+"\n", args...)
+}
+
+func (m *Machine) debugf(format string, args ...any) {
+	if m.Config.Debug {
+		m.logf(format, args...)
+	}
+}
+
+// MountKernelFS mounts /proc, /sys and /dev (devtmpfs: the kernel does not
+// mount it by itself here) unless they are mounted.
+func MountKernelFS() error {
+	for _, k := range []struct{ fstype, dir string }{{"proc", "/proc"}, {"sysfs", "/sys"}, {"devtmpfs", "/dev"}} {
+		if err := os.MkdirAll(k.dir, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(k.fstype, k.dir, k.fstype, unix.MS_NOSUID|unix.MS_NOEXEC*boolFlag(k.fstype != "devtmpfs"), ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mounting %s: %w", k.dir, err)
+		}
+	}
+	return nil
+}
+
+func boolFlag(b bool) uintptr {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Boot runs the phases up to the switch of root; it returns only on
+// failure (after the switch, the process is the OS's init).
+func (m *Machine) Boot(ctx context.Context) error {
+	var found Found
+	var plan []Step
+	phases := []struct {
+		name string
+		run  func() error
+	}{
+		{"modules", m.loadModules},
+		{"devices", func() (err error) { found, err = m.waitDevices(ctx); return err }},
+		{"plan", func() (err error) { plan, err = Plan(found, m.Config); return err }},
+		{"mounts", func() error { return m.perform(plan) }},
+	}
+	for i, p := range phases {
+		t := time.Now()
+		if err := p.run(); err != nil {
+			m.logf("phase %s (%d/%d): failed: %v", p.name, i+1, len(phases), err)
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		m.logf("phase %s (%d/%d): done in %.1fs", p.name, i+1, len(phases), time.Since(t).Seconds())
+	}
+	// Lstat: /sbin/init is an absolute symlink, valid only after the switch.
+	if _, err := os.Lstat(NewRoot + m.Config.Init); err != nil {
+		return fmt.Errorf("the new root has no %s: %w", m.Config.Init, err)
+	}
+	m.logf("switching root to %s (%s)", NewRoot, m.Config.Init)
+	return mount.SwitchRoot(NewRoot, m.Config.Init)
+}
+
+// loadModules loads every module the initramfs carries, in the order of
+// its modules.dep (dependencies first), then kpaas.modules. A module that
+// fails to load is reported but not fatal: it may be for hardware this
+// machine lacks (crc32c_intel without SSE4.2); a missing driver shows up
+// as a missing device.
+func (m *Machine) loadModules() error {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return err
+	}
+	rel := unix.ByteSliceToString(u.Release[:])
+	dir := filepath.Join("/lib/modules", rel)
+	f, err := os.Open(filepath.Join(dir, "modules.dep"))
+	if err != nil {
+		have, _ := filepath.Glob("/lib/modules/*")
+		return fmt.Errorf("no modules for kernel %s in the initramfs (it has %v): was it built for another kernel?", rel, have)
+	}
+	ix, err := kmod.ParseDep(bufio.NewReader(f))
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if b, err := os.Open(filepath.Join(dir, "modules.builtin")); err == nil {
+		ix.ParseBuiltin(b)
+		b.Close()
+	}
+	names := depOrder(filepath.Join(dir, "modules.dep"))
+	names = append(names, m.Config.Modules...)
+	mods, err := ix.Order(names)
+	if err != nil {
+		m.logf("warning: %v", err)
+	}
+	loaded := 0
+	for _, mod := range mods {
+		if err := loadModule(filepath.Join(dir, mod.Path)); err != nil {
+			m.debugf("module %s: %v", mod.Name, err)
+			continue
+		}
+		loaded++
+	}
+	m.debugf("%d of %d modules loaded", loaded, len(mods))
+	return nil
+}
+
+// depOrder returns the module names of a modules.dep in file order.
+func depOrder(path string) []string {
+	b, _ := os.ReadFile(path)
+	var names []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, _, ok := strings.Cut(l, ":"); ok {
+			names = append(names, kmod.Name(p))
+		}
+	}
+	return names
+}
+
+func loadModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := kmodule.FileInit(f, "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	return nil
+}
+
+// waitDevices scans the block devices until the media are complete or the
+// wait is over; devices appear while their drivers probe.
+func (m *Machine) waitDevices(ctx context.Context) (Found, error) {
+	deadline := time.Now().Add(m.Config.Wait)
+	for {
+		devs, err := Scan("/sys")
+		if err != nil {
+			return Found{}, err
+		}
+		FillPartNames(devs, func(disk string) (io.ReaderAt, func(), error) {
+			f, err := os.Open("/dev/" + disk)
+			if err != nil {
+				return nil, nil, err
+			}
+			return f, func() { f.Close() }, nil
+		})
+		for i := range devs {
+			if f, err := os.Open(devs[i].Path()); err == nil {
+				devs[i].FS = Probe(f)
+				f.Close()
+			}
+		}
+		found := Find(devs, m.Config)
+		err = found.Ready(m.Config)
+		// With the root found, give the state partition's disk a moment too:
+		// partitions of one disk appear together, so nothing to wait for.
+		if err == nil {
+			for _, d := range devs {
+				m.debugf("device %s disk=%s part=%d name=%q fs=%s label=%q", d.Name, d.Disk, d.PartN, d.PartName, d.FS.Type, d.FS.Label)
+			}
+			return found, nil
+		}
+		if time.Now().After(deadline) {
+			return Found{}, fmt.Errorf("%w (after %s; devices: %s)", err, m.Config.Wait, describe(devs))
+		}
+		select {
+		case <-ctx.Done():
+			return Found{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func describe(devs []Device) string {
+	if len(devs) == 0 {
+		return "none"
+	}
+	var s []string
+	for _, d := range devs {
+		x := d.Name
+		if d.PartName != "" {
+			x += " " + d.PartName
+		}
+		if d.FS.Type != "" {
+			x += " " + d.FS.Type
+			if d.FS.Label != "" {
+				x += ":" + d.FS.Label
+			}
+		}
+		s = append(s, x)
+	}
+	return strings.Join(s, ", ")
+}
+
+// perform carries out the plan's steps in order.
+func (m *Machine) perform(plan []Step) error {
+	for _, s := range plan {
+		m.debugf("%s", s)
+		if err := m.do(s); err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+func (m *Machine) do(s Step) error {
+	switch s.Op {
+	case OpMkdir:
+		return os.MkdirAll(s.Target, 0o755)
+	case OpMount:
+		flags, data := mountFlags(s.Data)
+		if s.RO {
+			flags |= unix.MS_RDONLY
+		}
+		return unix.Mount(s.Source, s.Target, s.FSType, flags, data)
+	case OpBind:
+		if err := os.MkdirAll(s.Target, 0o755); err != nil {
+			return err
+		}
+		return unix.Mount(s.Source, s.Target, "", unix.MS_BIND, "")
+	case OpMove:
+		return unix.Mount(s.Source, s.Target, "", unix.MS_MOVE, "")
+	case OpLoop:
+		dev, err := loop.FindDevice()
+		if err != nil {
+			return fmt.Errorf("finding a loop device: %w", err)
+		}
+		if err := loop.SetFile(dev, s.Source); err != nil {
+			return err
+		}
+		var flags uintptr
+		if s.RO {
+			flags |= unix.MS_RDONLY
+		}
+		return unix.Mount(dev, s.Target, s.FSType, flags, "")
+	case OpFormat:
+		m.logf("formatting %s as ext4 (%s): first boot", s.Source, s.Data)
+		return format(s.Target, s.Source, s.Data)
+	case OpSeedVar:
+		if _, err := os.Stat(filepath.Join(s.Target, VarMarker)); err == nil {
+			return nil
+		}
+		m.logf("seeding %s from the image's /var", s.Target)
+		if err := CopyTree(s.Source, s.Target); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(s.Target, VarMarker), []byte("seeded by kpaas-init\n"), 0o644)
+	}
+	return fmt.Errorf("unknown step %q", s.Op)
+}
+
+// mountFlags splits the generic options (nosuid, nodev, noexec) out of a
+// step's data, which the file system itself would reject.
+func mountFlags(data string) (uintptr, string) {
+	var flags uintptr
+	var rest []string
+	for _, o := range strings.Split(data, ",") {
+		switch o {
+		case "nosuid":
+			flags |= unix.MS_NOSUID
+		case "nodev":
+			flags |= unix.MS_NODEV
+		case "noexec":
+			flags |= unix.MS_NOEXEC
+		case "":
+		default:
+			rest = append(rest, o)
+		}
+	}
+	return flags, strings.Join(rest, ",")
+}
+
+// format runs the image's own mkfs.ext4 in a chroot of the read-only root,
+// with /dev and /proc bound in, on device.
+func format(root, device, label string) error {
+	var undo []string
+	defer func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			unix.Unmount(undo[i], unix.MNT_DETACH)
+		}
+	}()
+	for _, d := range []string{"/dev", "/proc", "/sys"} {
+		if err := unix.Mount(d, root+d, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("binding %s into the image: %w", d, err)
+		}
+		undo = append(undo, root+d)
+	}
+	cmd := exec.Command("/sbin/mkfs.ext4", "-q", "-F", "-L", label, device)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root}
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.ext4 %s: %w: %s", device, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// CopyTree copies the tree at src into dst (created), keeping modes,
+// owners, times and symlinks. Special files are recreated.
+func CopyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		switch {
+		case fi.IsDir():
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return err
+			}
+		case fi.Mode()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(link, target); err != nil && !errors.Is(err, fs.ErrExist) {
+				return err
+			}
+		case fi.Mode().IsRegular():
+			if err := copyFile(p, target); err != nil {
+				return err
+			}
+		default:
+			if st != nil {
+				if err := unix.Mknod(target, st.Mode, int(st.Rdev)); err != nil && !errors.Is(err, fs.ErrExist) {
+					return err
+				}
+			}
+		}
+		if st != nil {
+			if err := os.Lchown(target, int(st.Uid), int(st.Gid)); err != nil {
+				return err
+			}
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			if err := os.Chmod(target, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

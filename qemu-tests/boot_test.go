@@ -1,0 +1,278 @@
+//go:build qemu
+
+package qemutests
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"kpaas.dev/appliance/agent/earlyboot"
+	"kpaas.dev/appliance/builder/osimage"
+	"kpaas.dev/appliance/images"
+	"kpaas.dev/appliance/internal/bundle"
+)
+
+func need(t *testing.T, progs ...string) {
+	t.Helper()
+	for _, p := range progs {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s not installed", p)
+		}
+	}
+}
+
+// osImage builds (or takes from the cache) the default OS image. With
+// KPAAS_OS_DIR set, it uses that `kpaas os build` output instead.
+func osImage(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("KPAAS_OS_DIR"); dir != "" {
+		return dir
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("building the OS image needs root (or set KPAAS_OS_DIR)")
+	}
+	need(t, "mmdebstrap", "go")
+	def, err := images.Get(images.Default)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "os")
+	start := time.Now()
+	res, err := osimage.Build(context.Background(), def, out, osimage.Options{Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("OS image %s built in %s", res.Ref, time.Since(start).Round(100*time.Millisecond))
+	return out
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// rootSquashfs unpacks the OS image's layers and makes the root squashfs
+// (zstd, which the kernel mounts; see research/qemu-boot.md).
+func rootSquashfs(t *testing.T, layout, out string) {
+	t.Helper()
+	s, err := bundle.Open(layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := s.Entries()
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("OS image layout: %v (%d entries)", err, len(entries))
+	}
+	raw, err := s.ReadManifest(entries[0].Descriptor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(t.TempDir(), "root")
+	os.MkdirAll(root, 0o755)
+	for _, l := range m.Layers {
+		blob, _ := s.BlobPath(l.Digest)
+		run(t, "tar", "-xzf", blob, "-C", root, "--numeric-owner")
+	}
+	run(t, "mksquashfs", root, out, "-comp", "zstd", "-noappend", "-quiet", "-no-progress")
+}
+
+// testBundle writes a small bundle (one file artifact and its lock) and
+// packs it as a squashfs.
+func testBundle(t *testing.T, out string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "bundle")
+	s, err := bundle.Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := s.NewWriter()
+	h, n, _ := w.WriteBytes([]byte("net.ipv4.ip_forward = 1\n"))
+	fm, _ := bundle.FileManifest(v1.Descriptor{MediaType: "application/octet-stream", Digest: h, Size: n}, "sysctl", "1", "0644", "/etc/sysctl.d/99-k8s.conf")
+	mh, mn, _ := w.WriteBytes(fm)
+	ref := "kpaas.local/files/sysctl:1"
+	if err := s.SetEntries([]v1.Descriptor{bundle.Annotate(v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: mh, Size: mn}, bundle.KindFile, ref)}); err != nil {
+		t.Fatal(err)
+	}
+	lock := &bundle.Lock{APIVersion: "kpaas.dev/v1alpha1", Kind: bundle.LockKind, Name: "qemu-test", Version: "0.0.1",
+		Artifacts: []bundle.LockArtifact{{Kind: bundle.KindFile, Ref: ref, Digest: mh.String()}}}
+	b, _ := lock.Marshal()
+	if _, err := s.WriteFile(bundle.LockFile, b); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "mksquashfs", dir, out, "-comp", "zstd", "-noappend", "-quiet", "-no-progress")
+}
+
+// gptDisk writes a raw GPT disk: KPAAS-ROOT-A and KPAAS-BUNDLE holding the
+// given images, KPAAS-STATE blank (kpaas-init formats it on first boot).
+func gptDisk(t *testing.T, out, rootImg, bundleImg string, stateMiB int64) {
+	t.Helper()
+	mib := func(path string) int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()>>20 + 2
+	}
+	rootMiB, bundleMiB := mib(rootImg), mib(bundleImg)
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate((rootMiB + bundleMiB + stateMiB + 2) << 20); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sfdisk", "-q", out)
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("label: gpt\nsize=%dMiB, name=%s\nsize=%dMiB, name=%s\nname=%s\n",
+		rootMiB, earlyboot.PartRootA, bundleMiB, earlyboot.PartBundle, earlyboot.PartState))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, b)
+	}
+	parts, err := earlyboot.ReadGPT(f)
+	if err != nil || len(parts) != 3 {
+		t.Fatalf("GPT: %v %+v", err, parts)
+	}
+	for i, img := range []string{rootImg, bundleImg} {
+		b, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(b, int64(parts[i].FirstLBA)*512); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func run(t *testing.T, prog string, args ...string) {
+	t.Helper()
+	start := time.Now()
+	if b, err := exec.Command(prog, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", prog, strings.Join(args, " "), err, b)
+	}
+	t.Logf("%s took %s", prog, time.Since(start).Round(100*time.Millisecond))
+}
+
+// vm is one QEMU process whose serial console is read line by line.
+type vm struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	lines chan string
+	start time.Time
+}
+
+// boot starts QEMU with a direct kernel boot (PVH vmlinux when present)
+// under TCG, the settings research/qemu-boot.md measured as fastest here.
+func boot(t *testing.T, kernel, initrd, cmdline string, drives ...string) *vm {
+	t.Helper()
+	args := []string{"-machine", "q35", "-accel", "tcg", "-smp", "1", "-m", "1024",
+		"-nographic", "-no-reboot", "-net", "none",
+		"-kernel", kernel, "-initrd", initrd, "-append", cmdline}
+	for _, d := range drives {
+		args = append(args, "-drive", "file="+d+",if=virtio,format=raw")
+	}
+	cmd := exec.Command("qemu-system-x86_64", args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	v := &vm{t: t, cmd: cmd, lines: make(chan string, 1024), start: time.Now()}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill() // our own QEMU only
+		cmd.Wait()
+	})
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			v.lines <- sc.Text()
+		}
+		close(v.lines)
+	}()
+	return v
+}
+
+// expect waits for a console line matching re and returns it with the
+// time since QEMU started.
+func (v *vm) expect(re string, timeout time.Duration) (string, time.Duration) {
+	v.t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-v.lines:
+			if !ok {
+				v.t.Fatalf("QEMU exited before %q", re)
+			}
+			if testing.Verbose() {
+				fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(v.start).Seconds(), l)
+			}
+			if rx.MatchString(l) {
+				return l, time.Since(v.start)
+			}
+		case <-deadline:
+			v.t.Fatalf("no console line matching %q within %s", re, timeout)
+		}
+	}
+}
+
+func kernelOf(t *testing.T, layout string) string {
+	k := filepath.Join(layout, "boot", "vmlinux")
+	if _, err := os.Stat(k); err != nil {
+		k = filepath.Join(layout, "boot", "vmlinuz")
+	}
+	return k
+}
+
+// TestBootDisk boots the OS image from a GPT disk: kpaas-init finds the
+// partitions, formats the state, switches root; systemd starts the agent.
+func TestBootDisk(t *testing.T) {
+	need(t, "qemu-system-x86_64", "mksquashfs", "sfdisk", "tar")
+	layout := osImage(t)
+	dir := t.TempDir()
+	rootImg, bundleImg, disk := filepath.Join(dir, "root.sqfs"), filepath.Join(dir, "bundle.sqfs"), filepath.Join(dir, "disk.raw")
+	rootSquashfs(t, layout, rootImg)
+	testBundle(t, bundleImg)
+	gptDisk(t, disk, rootImg, bundleImg, 256)
+
+	v := boot(t, kernelOf(t, layout), filepath.Join(layout, "boot", "initramfs.cpio"),
+		"console=ttyS0 quiet kpaas.debug systemd.show_status=1", disk)
+	_, atInit := v.expect(`kpaas-init .*: starting`, 2*time.Minute)
+	_, atFormat := v.expect(`kpaas-init: formatting /dev/vda3`, 2*time.Minute)
+	_, atSwitch := v.expect(`kpaas-init: switching root`, 2*time.Minute)
+	line, atAgent := v.expect(`kpaas-agent .*: bundle qemu-test 0\.0\.1 \(1 artifacts\) ready`, 5*time.Minute)
+	t.Logf("init started %.1fs, state formatted %.1fs, switching root %.1fs, agent ready %.1fs: %s",
+		atInit.Seconds(), atFormat.Seconds(), atSwitch.Seconds(), atAgent.Seconds(), line)
+}
+
+// TestBootRescue boots with no media: kpaas-init must say why and open
+// its rescue shell instead of letting the kernel panic.
+func TestBootRescue(t *testing.T) {
+	need(t, "qemu-system-x86_64")
+	layout := osImage(t)
+	v := boot(t, kernelOf(t, layout), filepath.Join(layout, "boot", "initramfs.cpio"), "console=ttyS0 quiet kpaas.wait=2")
+	v.expect(`kpaas-init: BOOT FAILED: devices: no partition named KPAAS-ROOT-A and no ISO labelled KPAAS`, 2*time.Minute)
+	_, at := v.expect(`kpaas-init: rescue shell: built-in`, 30*time.Second)
+	t.Logf("rescue shell after %.1fs", at.Seconds())
+}
