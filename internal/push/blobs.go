@@ -62,28 +62,36 @@ func newBlobs(c *client, store *bundle.Store, o *Options, st *stats) *blobs {
 // ensure makes blob d present in repo.
 func (b *blobs) ensure(ctx context.Context, repo string, d v1.Descriptor) error {
 	k := pairKey{d.Digest, repo}
-	b.mu.Lock()
-	if f, ok := b.pairs[k]; ok {
+	for waited := false; ; waited = true {
+		b.mu.Lock()
+		f, ok := b.pairs[k]
+		if !ok {
+			f = &flight{done: make(chan struct{})}
+			b.pairs[k] = f
+			b.mu.Unlock()
+			f.err = b.place(ctx, repo, d)
+			if f.err != nil {
+				b.mu.Lock()
+				delete(b.pairs, k) // a later artifact may try again
+				b.mu.Unlock()
+			}
+			close(f.done)
+			return f.err
+		}
 		b.mu.Unlock()
 		select {
 		case <-f.done:
-			return f.err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		// The owner's attempt runs under the owner's artifact: when that
+		// artifact fails for a reason of its own (another, corrupt blob),
+		// its context is cancelled under this blob too. Try once ourselves
+		// before failing an artifact whose own content may be fine.
+		if f.err == nil || waited || ctx.Err() != nil {
+			return f.err
+		}
 	}
-	f := &flight{done: make(chan struct{})}
-	b.pairs[k] = f
-	b.mu.Unlock()
-
-	f.err = b.place(ctx, repo, d)
-	if f.err != nil {
-		b.mu.Lock()
-		delete(b.pairs, k) // a later artifact may try again
-		b.mu.Unlock()
-	}
-	close(f.done)
-	return f.err
 }
 
 // plan records, for every blob below the jobs' artifacts, its home: the
