@@ -42,6 +42,7 @@ func newRootCmd(s *streams) *cobra.Command {
 	root.AddCommand(
 		newBakeCmd(s),
 		newBundleCmd(s),
+		newImageCmd(s),
 		newKeyCmd(s),
 		newOSCmd(s),
 		newPushCmd(s),

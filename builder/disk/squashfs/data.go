@@ -102,7 +102,7 @@ func (w *writer) writeData(ctx context.Context, root *node) error {
 		defer close(work)
 		defer close(order)
 		return walkFiles(root, func(n *node) error {
-			f, err := os.Open(n.path)
+			f, err := n.open()
 			if err != nil {
 				return err
 			}
@@ -128,6 +128,14 @@ func (w *writer) writeData(ctx context.Context, root *node) error {
 		})
 	})
 	return g.Wait()
+}
+
+// open opens a regular file's content.
+func (n *node) open() (io.ReadCloser, error) {
+	if n.spool != nil {
+		return io.NopCloser(io.NewSectionReader(n.spool, n.off, n.size)), nil
+	}
+	return os.Open(n.path)
 }
 
 // walkFiles calls fn for every regular file with data, hard links once, in

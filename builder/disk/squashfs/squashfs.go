@@ -75,6 +75,10 @@ type Options struct {
 	// Progress, when set, is called with the number of file bytes read so
 	// far (from one goroutine, in increasing order).
 	Progress func(done, total int64)
+	// Exclude, when set, leaves out the entries of the folder for which it
+	// returns true, given their slash-separated path relative to the
+	// folder (a folder is left out with everything below it). Write only.
+	Exclude func(rel string) bool
 }
 
 // Stats describe a written image.
@@ -90,12 +94,18 @@ type Stats struct {
 
 // WriteFile writes an image of dir to path, through path+".tmp" and a rename.
 func WriteFile(ctx context.Context, path, dir string, opts Options) (Stats, error) {
+	return writeFile(path, func(f *os.File) (Stats, error) { return Write(ctx, f, dir, opts) })
+}
+
+// writeFile runs write on path+".tmp", truncates it to the image's size,
+// syncs it and renames it to path; on failure it removes it.
+func writeFile(path string, write func(*os.File) (Stats, error)) (Stats, error) {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return Stats{}, err
 	}
-	st, err := Write(ctx, f, dir, opts)
+	st, err := write(f)
 	if err == nil {
 		err = f.Truncate(st.Size)
 	}
@@ -120,6 +130,19 @@ func WriteFile(ctx context.Context, path, dir string, opts Options) (Stats, erro
 // partition). It writes every byte up to Stats.Size, except the holes of
 // sparse files, which it skips.
 func Write(ctx context.Context, w io.WriterAt, dir string, opts Options) (Stats, error) {
+	if err := opts.normalize(); err != nil {
+		return Stats{}, err
+	}
+	sc := &scanner{opts: &opts}
+	root, err := sc.scan(dir)
+	if err != nil {
+		return Stats{}, fmt.Errorf("reading %s: %w", dir, err)
+	}
+	return writeTree(ctx, w, root, sc, opts)
+}
+
+// normalize fills in defaults and checks the options.
+func (opts *Options) normalize() error {
 	if opts.Compression == "" {
 		opts.Compression = Zstd
 	}
@@ -128,22 +151,24 @@ func Write(ctx context.Context, w io.WriterAt, dir string, opts Options) (Stats,
 	}
 	bs := opts.BlockSize
 	if bs < 4096 || bs > 1<<20 || bs&(bs-1) != 0 {
-		return Stats{}, fmt.Errorf("squashfs block size %d: want a power of two from 4096 to 1048576", bs)
+		return fmt.Errorf("squashfs block size %d: want a power of two from 4096 to 1048576", bs)
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
+	_, _, err := newCompressor(opts.Compression, opts.Level)
+	return err
+}
+
+// writeTree writes the image of a scanned (or assembled) tree: sc holds
+// its counts (inodes numbered, files, bytes, newest mtime); opts are
+// normalized.
+func writeTree(ctx context.Context, w io.WriterAt, root *node, sc *scanner, opts Options) (Stats, error) {
+	bs := opts.BlockSize
 	metaComp, compID, err := newCompressor(opts.Compression, opts.Level)
 	if err != nil {
 		return Stats{}, err
 	}
-
-	sc := &scanner{opts: &opts}
-	root, err := sc.scan(dir)
-	if err != nil {
-		return Stats{}, fmt.Errorf("reading %s: %w", dir, err)
-	}
-
 	wr := &writer{w: w, opts: &opts, pos: superSize, total: sc.bytes}
 	if err := wr.writeData(ctx, root); err != nil {
 		return Stats{}, err

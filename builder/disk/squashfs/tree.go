@@ -2,6 +2,7 @@ package squashfs
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -43,6 +44,11 @@ type node struct {
 	nlink    uint32
 	ino      uint32
 
+	// spool, when set, holds the file's content at off (trees assembled
+	// from layers); otherwise it is read from path
+	spool io.ReaderAt
+	off   int64
+
 	// data, filled while writing file blocks
 	start  uint64
 	blocks []uint32
@@ -70,6 +76,7 @@ func (n *node) primary() *node {
 // Entries are sorted by name, byte-wise, as the kernel's lookup expects.
 type scanner struct {
 	opts   *Options
+	root   string
 	links  map[[2]uint64]*node
 	inodes uint32
 	newest int64
@@ -86,6 +93,7 @@ func (s *scanner) scan(root string) (*node, error) {
 		return nil, fmt.Errorf("%s is not a directory", root)
 	}
 	s.links = map[[2]uint64]*node{}
+	s.root = root
 	n, err := s.node(root, "", fi)
 	if err != nil {
 		return nil, err
@@ -104,6 +112,11 @@ func (s *scanner) walk(dir *node) error {
 	}
 	for _, e := range entries { // os.ReadDir sorts by name
 		p := filepath.Join(dir.path, e.Name())
+		if s.opts.Exclude != nil {
+			if rel, err := filepath.Rel(s.root, p); err == nil && s.opts.Exclude(filepath.ToSlash(rel)) {
+				continue
+			}
+		}
 		fi, err := e.Info()
 		if err != nil {
 			return err

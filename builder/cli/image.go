@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"kpaas.dev/appliance/builder/disk"
+	"kpaas.dev/appliance/builder/image"
+	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/progress"
+)
+
+func newImageCmd(s *streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Write bootable media (raw, qcow2, ISO) from a bundle",
+	}
+	cmd.AddCommand(newImageBuildCmd(s))
+	return cmd
+}
+
+func newImageBuildCmd(s *streams) *cobra.Command {
+	var (
+		opts          image.Options
+		formats       []string
+		keyPath, size string
+		asJSON, quiet bool
+	)
+	cmd := &cobra.Command{
+		Use:   "build --bundle DIR -o OUT [--format raw,qcow2,iso]",
+		Short: "Write boot media from a bundle's OS image: OUT.raw, OUT.qcow2, OUT.iso",
+		Long: `build verifies the bundle (and its signature with --key), takes its OS image
+(os.image in the bundle manifest), builds the root squashfs straight from the
+image's layers, and writes each format:
+
+  OUT.raw    GPT disk: EFI (systemd-boot, kernel, initramfs, --config),
+             KPAAS-ROOT-A (root squashfs), KPAAS-ROOT-B (empty, A/B updates),
+             KPAAS-BUNDLE (the bundle), KPAAS-STATE (formatted on first boot)
+  OUT.qcow2  the same disk as qcow2
+  OUT.iso    hybrid ISO (BIOS + UEFI, CD or USB stick), label KPAAS
+
+The OS image's layers are left out of KPAAS-BUNDLE (the root squashfs holds
+their content) unless --keep-os-layers. Nothing is written unless every
+format succeeds. SOURCE_DATE_EPOCH sets the media's one timestamp (default:
+the OS image's creation time); the raw and qcow2 images are reproducible.
+See docs/media.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Bundle == "" || opts.Out == "" {
+				return fmt.Errorf("--bundle and --out are required")
+			}
+			for _, f := range formats {
+				for _, p := range strings.Split(f, ",") {
+					if p = strings.TrimSpace(p); p != "" {
+						opts.Formats = append(opts.Formats, disk.Format(p))
+					}
+				}
+			}
+			if keyPath != "" {
+				pub, err := bundle.LoadPublicKey(keyPath)
+				if err != nil {
+					return err
+				}
+				opts.PublicKey = pub
+			}
+			if size != "" {
+				n, err := parseSize(size)
+				if err != nil {
+					return fmt.Errorf("--disk-size: %w", err)
+				}
+				opts.DiskSize = n
+			}
+			opts.Progress = progress.New(s.err, progress.Quiet(quiet))
+			sum, err := image.Build(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(s.out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(sum)
+			}
+			printImageSummary(s, sum)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Bundle, "bundle", "", "bundle folder (from kpaas bake) with an OS image")
+	f.StringVarP(&opts.Out, "out", "o", "", "output path without extension: writes OUT.raw, OUT.qcow2, OUT.iso")
+	f.StringSliceVar(&formats, "format", []string{"raw"}, "formats to write: raw, qcow2, iso (comma-separated or repeated)")
+	f.StringVar(&opts.Config, "config", "", "cluster configuration file, put on the ESP at /kpaas/cluster.yaml")
+	f.StringVar(&keyPath, "key", "", "ed25519 public key (PEM) that must have signed the bundle")
+	f.StringVar(&size, "disk-size", "", "raw/qcow2 disk size, e.g. 20G (default: just large enough; KPAAS-STATE grows into the rest)")
+	f.BoolVar(&opts.KeepOSLayers, "keep-os-layers", false, "store the OS image's layers in KPAAS-BUNDLE too")
+	f.StringVar(&opts.Cmdline, "cmdline", "", "kernel arguments appended to the OS image's command line")
+	f.BoolVar(&asJSON, "json", false, "print the summary as JSON on stdout")
+	f.BoolVarP(&quiet, "quiet", "q", false, "print only errors and the summary")
+	return cmd
+}
+
+func printImageSummary(s *streams, sum *image.Summary) {
+	fmt.Fprintf(s.out, "os %s (%s), kernel %s\n", sum.OS, sum.OSDigest, sum.KernelRelease)
+	fmt.Fprintf(s.out, "root squashfs: %s (%d files, %s unpacked)\n", progress.Bytes(sum.Root.Size), sum.Root.Files, progress.Bytes(sum.Root.InputBytes))
+	if len(sum.BundleOmitted) > 0 {
+		fmt.Fprintf(s.out, "bundle: %d OS layer blobs (%s) left out of KPAAS-BUNDLE; the root squashfs holds them\n", len(sum.BundleOmitted), progress.Bytes(sum.OmittedBytes))
+	}
+	for _, o := range sum.Outputs {
+		fmt.Fprintf(s.out, "%s: %s, %s on disk, %s\n", o.Path, progress.Bytes(o.Size), progress.Bytes(o.Allocated), o.Duration.Round(time.Millisecond))
+		for _, p := range o.Partitions {
+			fs := p.Filesystem
+			if fs == "" {
+				fs = "blank"
+			}
+			fmt.Fprintf(s.out, "  %d %-13s %-8s %10s  used %s\n", p.Index, p.Name, fs, progress.Bytes(p.Size), progress.Bytes(p.Used))
+		}
+	}
+	fmt.Fprintf(s.out, "done in %s\n", sum.Duration.Round(time.Millisecond))
+}
