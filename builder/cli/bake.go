@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -75,9 +74,7 @@ resumes. SOURCE_DATE_EPOCH sets the time recorded in generated content.`,
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(s.out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(sum)
+				return writeJSON(s.out, sum)
 			}
 			printSummary(s, sum)
 			return nil

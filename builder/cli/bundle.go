@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -75,9 +74,7 @@ present but not checked.`,
 				return verr
 			}
 			if asJSON {
-				enc := json.NewEncoder(s.out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(r); err != nil {
+				if err := writeJSON(s.out, r); err != nil {
 					return err
 				}
 			} else {
@@ -130,9 +127,7 @@ func newBundleInspectCmd(s *streams) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(s.out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(in)
+				return writeJSON(s.out, in)
 			}
 			printInspect(s, in)
 			return nil

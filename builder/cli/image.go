@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -80,9 +79,7 @@ See docs/media.md.`,
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(s.out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(sum)
+				return writeJSON(s.out, sum)
 			}
 			printImageSummary(s, sum)
 			return nil

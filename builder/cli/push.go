@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -75,9 +74,7 @@ variable ` + PasswordEnv + `, never from a flag. See docs/push.md.`,
 			}
 			sum, err := push.Push(cmd.Context(), store, o)
 			if asJSON {
-				enc := json.NewEncoder(s.out)
-				enc.SetIndent("", "  ")
-				if jerr := enc.Encode(sum); jerr != nil && err == nil {
+				if jerr := writeJSON(s.out, sum); jerr != nil && err == nil {
 					err = jerr
 				}
 			} else {
