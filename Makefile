@@ -51,6 +51,7 @@ qemu-test: ## Boot the OS image under QEMU (software emulation; a few minutes; r
 bench: ## Run the benchmarks against the named peers (skopeo, crane, distribution)
 	hack/bench.sh
 	hack/bench-registry.sh
+	hack/bench-media.sh
 
 .PHONY: verify
 verify: ## gofmt, go vet, go mod tidy and generated files are clean
