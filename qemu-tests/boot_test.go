@@ -3,14 +3,12 @@
 package qemutests
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -22,16 +20,8 @@ import (
 	"kpaas.dev/appliance/builder/osimage"
 	"kpaas.dev/appliance/images"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/qemu-tests/vm"
 )
-
-func need(t *testing.T, progs ...string) {
-	t.Helper()
-	for _, p := range progs {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s not installed", p)
-		}
-	}
-}
 
 // osImage builds (or takes from the cache) the default OS image. With
 // KPAAS_OS_DIR set, it uses that `kpaas os build` output instead.
@@ -43,7 +33,7 @@ func osImage(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Skip("building the OS image needs root (or set KPAAS_OS_DIR)")
 	}
-	need(t, "mmdebstrap", "go")
+	vm.Need(t, "mmdebstrap", "go")
 	def, err := images.Get(images.Default)
 	if err != nil {
 		t.Fatal(err)
@@ -170,73 +160,6 @@ func run(t *testing.T, prog string, args ...string) {
 	t.Logf("%s took %s", prog, time.Since(start).Round(100*time.Millisecond))
 }
 
-// vm is one QEMU process whose serial console is read line by line.
-type vm struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	lines chan string
-	start time.Time
-}
-
-// boot starts QEMU with a direct kernel boot (PVH vmlinux when present)
-// under TCG, the settings research/qemu-boot.md measured as fastest here.
-func boot(t *testing.T, kernel, initrd, cmdline string, drives ...string) *vm {
-	t.Helper()
-	args := []string{"-machine", "q35", "-accel", "tcg", "-smp", "1", "-m", "1024",
-		"-nographic", "-no-reboot", "-net", "none",
-		"-kernel", kernel, "-initrd", initrd, "-append", cmdline}
-	for _, d := range drives {
-		args = append(args, "-drive", "file="+d+",if=virtio,format=raw")
-	}
-	cmd := exec.Command("qemu-system-x86_64", args...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	v := &vm{t: t, cmd: cmd, lines: make(chan string, 1024), start: time.Now()}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill() // our own QEMU only
-		cmd.Wait()
-	})
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			v.lines <- sc.Text()
-		}
-		close(v.lines)
-	}()
-	return v
-}
-
-// expect waits for a console line matching re and returns it with the
-// time since QEMU started.
-func (v *vm) expect(re string, timeout time.Duration) (string, time.Duration) {
-	v.t.Helper()
-	rx := regexp.MustCompile(re)
-	deadline := time.After(timeout)
-	for {
-		select {
-		case l, ok := <-v.lines:
-			if !ok {
-				v.t.Fatalf("QEMU exited before %q", re)
-			}
-			if testing.Verbose() {
-				fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(v.start).Seconds(), l)
-			}
-			if rx.MatchString(l) {
-				return l, time.Since(v.start)
-			}
-		case <-deadline:
-			v.t.Fatalf("no console line matching %q within %s", re, timeout)
-		}
-	}
-}
-
 func kernelOf(t *testing.T, layout string) string {
 	k := filepath.Join(layout, "boot", "vmlinux")
 	if _, err := os.Stat(k); err != nil {
@@ -248,7 +171,7 @@ func kernelOf(t *testing.T, layout string) string {
 // TestBootDisk boots the OS image from a GPT disk: kpaas-init finds the
 // partitions, formats the state, switches root; systemd starts the agent.
 func TestBootDisk(t *testing.T) {
-	need(t, "qemu-system-x86_64", "mksquashfs", "sfdisk", "tar")
+	vm.Need(t, "qemu-system-x86_64", "mksquashfs", "sfdisk", "tar")
 	layout := osImage(t)
 	dir := t.TempDir()
 	rootImg, bundleImg, disk := filepath.Join(dir, "root.sqfs"), filepath.Join(dir, "bundle.sqfs"), filepath.Join(dir, "disk.raw")
@@ -256,12 +179,12 @@ func TestBootDisk(t *testing.T) {
 	testBundle(t, bundleImg)
 	gptDisk(t, disk, rootImg, bundleImg, 256)
 
-	v := boot(t, kernelOf(t, layout), filepath.Join(layout, "boot", "initramfs.cpio"),
-		"console=ttyS0 quiet kpaas.debug systemd.show_status=1", disk)
-	_, atInit := v.expect(`kpaas-init .*: starting`, 2*time.Minute)
-	_, atFormat := v.expect(`kpaas-init: formatting /dev/vda3`, 2*time.Minute)
-	_, atSwitch := v.expect(`kpaas-init: switching root`, 2*time.Minute)
-	line, atAgent := v.expect(`kpaas-agent .*: bundle qemu-test 0\.0\.1 \(1 artifacts\) ready`, 5*time.Minute)
+	v := vm.Start(t, vm.WithMemory(1024), vm.WithDisk(disk, "raw"), vm.WithKernel(kernelOf(t, layout),
+		filepath.Join(layout, "boot", "initramfs.cpio"), "console=ttyS0 quiet kpaas.debug systemd.show_status=1"))
+	_, atInit := v.Expect(`kpaas-init .*: starting`, 2*time.Minute)
+	_, atFormat := v.Expect(`kpaas-init: formatting /dev/vda3`, 2*time.Minute)
+	_, atSwitch := v.Expect(`kpaas-init: switching root`, 2*time.Minute)
+	line, atAgent := v.Expect(`kpaas-agent .*: bundle qemu-test 0\.0\.1 \(1 artifacts\) ready`, 5*time.Minute)
 	t.Logf("init started %.1fs, state formatted %.1fs, switching root %.1fs, agent ready %.1fs: %s",
 		atInit.Seconds(), atFormat.Seconds(), atSwitch.Seconds(), atAgent.Seconds(), line)
 }
@@ -269,10 +192,11 @@ func TestBootDisk(t *testing.T) {
 // TestBootRescue boots with no media: kpaas-init must say why and open
 // its rescue shell instead of letting the kernel panic.
 func TestBootRescue(t *testing.T) {
-	need(t, "qemu-system-x86_64")
+	vm.Need(t, "qemu-system-x86_64")
 	layout := osImage(t)
-	v := boot(t, kernelOf(t, layout), filepath.Join(layout, "boot", "initramfs.cpio"), "console=ttyS0 quiet kpaas.wait=2")
-	v.expect(`kpaas-init: BOOT FAILED: devices: no partition named KPAAS-ROOT-A and no ISO labelled KPAAS`, 2*time.Minute)
-	_, at := v.expect(`kpaas-init: rescue shell: built-in`, 30*time.Second)
+	v := vm.Start(t, vm.WithMemory(1024), vm.WithKernel(kernelOf(t, layout),
+		filepath.Join(layout, "boot", "initramfs.cpio"), "console=ttyS0 quiet kpaas.wait=2"))
+	v.Expect(`kpaas-init: BOOT FAILED: devices: no partition named KPAAS-ROOT-A and no ISO labelled KPAAS`, 2*time.Minute)
+	_, at := v.Expect(`kpaas-init: rescue shell: built-in`, 30*time.Second)
 	t.Logf("rescue shell after %.1fs", at.Seconds())
 }

@@ -31,11 +31,18 @@ const (
 	PartBundle = "KPAAS-BUNDLE"
 	PartState  = "KPAAS-STATE"
 	PartConfig = "KPAAS-CONFIG"
+	// PartESP is the GPT name of the media's EFI system partition.
+	PartESP = "EFI"
 	// ISOLabel is the volume id of the kpaas ISO.
 	ISOLabel = "KPAAS"
 	// On the ISO: the root squashfs and the bundle folder.
 	ISORoot   = "kpaas/root.squashfs"
 	ISOBundle = "kpaas/bundle.squashfs"
+	// ISOESP is the ISO's EFI image: the ESP's files, for UEFI boot.
+	ISOESP = "boot/efiboot.img"
+	// ESPConfig is where `kpaas image build --config` puts the cluster
+	// configuration on the ESP (and in the ISO's EFI image).
+	ESPConfig = "kpaas/cluster.yaml"
 )
 
 // Device is one block device as sysfs describes it, plus what Probe found
@@ -131,7 +138,8 @@ func Probe(r io.ReaderAt) FS {
 	case bytes.Equal(at(1024+56, 2), []byte{0x53, 0xef}):
 		return FS{Type: "ext4", Label: cstring(at(1024+120, 16))}
 	case bytes.Equal(at(32769, 5), []byte("CD001")):
-		return FS{Type: "iso9660", Label: strings.TrimRight(string(at(32808, 32)), " ")}
+		// ECMA-119 pads the volume id with spaces; go-diskfs pads it with NULs.
+		return FS{Type: "iso9660", Label: strings.TrimRight(string(at(32808, 32)), " \x00")}
 	case bytes.Equal(at(510, 2), []byte{0x55, 0xaa}) && bytes.Equal(at(82, 5), []byte("FAT32")):
 		return FS{Type: "vfat", Label: fatLabel(at(71, 11))}
 	case bytes.Equal(at(510, 2), []byte{0x55, 0xaa}) && bytes.Equal(at(54, 3), []byte("FAT")):

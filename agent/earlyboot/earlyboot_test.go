@@ -120,6 +120,9 @@ func TestProbe(t *testing.T) {
 	iso := make([]byte, 40000)
 	copy(iso[32769:], "CD001")
 	copy(iso[32808:], "KPAAS                           ")
+	isoNUL := make([]byte, 40000) // go-diskfs pads the volume id with NULs
+	copy(isoNUL[32769:], "CD001")
+	copy(isoNUL[32808:], "KPAAS")
 	fat := make([]byte, 512)
 	fat[510], fat[511] = 0x55, 0xaa
 	copy(fat[82:], "FAT32   ")
@@ -131,6 +134,7 @@ func TestProbe(t *testing.T) {
 		{[]byte("hsqs\x00\x00"), FS{Type: "squashfs"}},
 		{ext4, FS{Type: "ext4", Label: "KPAAS-STATE"}},
 		{iso, FS{Type: "iso9660", Label: "KPAAS"}},
+		{isoNUL, FS{Type: "iso9660", Label: "KPAAS"}},
 		{fat, FS{Type: "vfat", Label: "KPAAS-CONFI"}},
 		{make([]byte, 8192), FS{}},
 		{nil, FS{}},
@@ -214,7 +218,7 @@ mkdir /sysroot/run/kpaas/ro
 mkdir /sysroot/run/kpaas/state
 mount /dev/vda2 /sysroot/run/kpaas/bundle squashfs ro
 mkdir /sysroot/run/kpaas/config
-mount /dev/vdb /sysroot/run/kpaas/config vfat ro
+mount /dev/vdb /sysroot/run/kpaas/config vfat iocharset=utf8 ro
 move /kpaas/ro /sysroot/run/kpaas/ro
 move /kpaas/state /sysroot/run/kpaas/state
 `
@@ -258,6 +262,46 @@ func TestPlanISO(t *testing.T) {
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("ISO plan lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+// The media's ESP is mounted and, without a config disk, its
+// kpaas/cluster.yaml (from `kpaas image build --config`) is the config.
+func TestPlanESP(t *testing.T) {
+	cfg, _ := ParseCmdline("")
+	media := append([]Device{{Name: "vda1", Disk: "vda", PartN: 1, PartName: "EFI", FS: FS{Type: "vfat", Label: "EFI"}},
+		{Name: "vdb1", Disk: "vdb", PartN: 1, PartName: "EFI", FS: FS{Type: "vfat"}}}, disk[:4]...)
+	for _, tc := range []struct {
+		name      string
+		devs      []Device
+		want, not []string
+	}{
+		{"disk", media, []string{
+			"mount /dev/vda1 /sysroot/run/kpaas/esp vfat iocharset=utf8 ro\nbind /sysroot/run/kpaas/esp/kpaas/cluster.yaml /sysroot/run/kpaas/config/cluster.yaml if-exists\n",
+		}, []string{"vdb1"}},
+		{"disk and config disk", append(media, disk[4]), []string{
+			"mount /dev/vda1 /sysroot/run/kpaas/esp vfat iocharset=utf8 ro\nmkdir /sysroot/run/kpaas/config\nmount /dev/vdb /sysroot/run/kpaas/config vfat iocharset=utf8 ro\n",
+		}, []string{"cluster.yaml"}},
+		{"another disk's ESP only", append(media[1:2:2], disk[:4]...), nil, []string{"esp", "cluster.yaml"}},
+		{"ISO", []Device{{Name: "sr0", FS: FS{Type: "iso9660", Label: "KPAAS"}}}, []string{
+			"loop /kpaas/media/boot/efiboot.img /sysroot/run/kpaas/esp vfat iocharset=utf8 ro if-exists\nbind /sysroot/run/kpaas/esp/kpaas/cluster.yaml /sysroot/run/kpaas/config/cluster.yaml if-exists\n",
+		}, nil},
+	} {
+		steps, err := Plan(Find(tc.devs, cfg), cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got := render(steps)
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: plan lacks %q:\n%s", tc.name, w, got)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(got, n) {
+				t.Errorf("%s: plan has %q:\n%s", tc.name, n, got)
+			}
 		}
 	}
 }

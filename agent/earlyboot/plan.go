@@ -2,6 +2,7 @@ package earlyboot
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -54,6 +55,7 @@ type Found struct {
 	Bundle *Device // KPAAS-BUNDLE
 	State  *Device // KPAAS-STATE, optional
 	Config *Device // KPAAS-CONFIG (partition name or file system label), optional
+	ESP    *Device // the EFI partition on the root's disk, optional
 	ISO    *Device // an iso9660 file system labelled KPAAS
 }
 
@@ -62,6 +64,7 @@ type Found struct {
 // wins over an ISO (an installed disk boots even with the ISO still in).
 func Find(devs []Device, c Config) Found {
 	var f Found
+	var esps []*Device
 	for i := range devs {
 		d := &devs[i]
 		switch {
@@ -75,6 +78,13 @@ func Find(devs []Device, c Config) Found {
 			f.Config = d
 		case d.FS.Type == "iso9660" && d.FS.Label == ISOLabel && f.ISO == nil:
 			f.ISO = d
+		case d.PartName == PartESP && d.FS.Type == "vfat":
+			esps = append(esps, d)
+		}
+	}
+	for _, d := range esps { // another disk's ESP is not the media's
+		if f.Root != nil && d.Disk == f.Root.Disk && f.ESP == nil {
+			f.ESP = d
 		}
 	}
 	return f
@@ -104,6 +114,11 @@ const (
 	runKpaas  = NewRoot + "/run/kpaas"
 	BundleDir = "/run/kpaas/bundle" // in the new root
 	ConfigDir = "/run/kpaas/config"
+	ESPDir    = "/run/kpaas/esp" // the media's ESP (or the ISO's EFI image), read-only
+	// VFATOptions are the options of every vfat mount: the kernel's default
+	// iocharset (Debian: ascii) is a module the initramfs does not carry;
+	// nls_utf8 it does.
+	VFATOptions = "iocharset=utf8"
 	// VarMarker in the state's var/ says it was seeded from the image.
 	VarMarker = ".kpaas-seeded"
 )
@@ -128,6 +143,8 @@ type Step struct {
 	Source, Target string
 	FSType, Data   string
 	RO             bool
+	// IfExists skips a bind or loop step whose Source does not exist.
+	IfExists bool
 }
 
 func (s Step) String() string {
@@ -141,6 +158,9 @@ func (s Step) String() string {
 	if s.RO {
 		b.WriteString(" ro")
 	}
+	if s.IfExists {
+		b.WriteString(" if-exists")
+	}
 	return b.String()
 }
 
@@ -149,9 +169,10 @@ func (s Step) String() string {
 // (formatted first when blank) carries the overlay's upper layer and, bound
 // on /var, the node's data; without a state partition both live in RAM.
 // ISO: the same with the root squashfs and the bundle read from the ISO.
-// The bundle ends up read-only at /run/kpaas/bundle, the config disk at
-// /run/kpaas/config, and the lower mounts under /run/kpaas, visible to the
-// booted system.
+// The bundle ends up read-only at /run/kpaas/bundle, the ESP (the ISO's EFI
+// image) read-only at /run/kpaas/esp, the config disk at /run/kpaas/config
+// (without one, the ESP's kpaas/cluster.yaml is bound there when present),
+// and the lower mounts under /run/kpaas, visible to the booted system.
 func Plan(f Found, c Config) ([]Step, error) {
 	if err := f.Ready(c); err != nil {
 		return nil, err
@@ -203,9 +224,27 @@ func Plan(f Found, c Config) ([]Step, error) {
 		}
 		add(Step{Op: OpMount, Source: f.Bundle.Path(), Target: NewRoot + BundleDir, FSType: f.Bundle.FS.Type, RO: true})
 	}
+	// The ESP: `kpaas image build --config` puts the cluster configuration
+	// there; it is the config unless a config disk is attached.
+	esp := false
+	if iso {
+		mkdir(NewRoot + ESPDir)
+		add(Step{Op: OpLoop, Source: mediaDir + "/" + ISOESP, Target: NewRoot + ESPDir, FSType: "vfat", Data: VFATOptions, RO: true, IfExists: true})
+		esp = true
+	} else if f.ESP != nil {
+		mkdir(NewRoot + ESPDir)
+		add(Step{Op: OpMount, Source: f.ESP.Path(), Target: NewRoot + ESPDir, FSType: "vfat", Data: VFATOptions, RO: true})
+		esp = true
+	}
 	if f.Config != nil {
 		mkdir(NewRoot + ConfigDir)
-		add(Step{Op: OpMount, Source: f.Config.Path(), Target: NewRoot + ConfigDir, FSType: f.Config.FS.Type, RO: true})
+		var data string
+		if f.Config.FS.Type == "vfat" {
+			data = VFATOptions
+		}
+		add(Step{Op: OpMount, Source: f.Config.Path(), Target: NewRoot + ConfigDir, FSType: f.Config.FS.Type, Data: data, RO: true})
+	} else if esp {
+		add(Step{Op: OpBind, Source: NewRoot + ESPDir + "/" + ESPConfig, Target: NewRoot + ConfigDir + "/" + filepath.Base(ESPConfig), IfExists: true})
 	}
 	add(Step{Op: OpMove, Source: roDir, Target: runKpaas + "/ro"},
 		Step{Op: OpMove, Source: stateDir, Target: runKpaas + "/state"})

@@ -234,6 +234,12 @@ func (m *Machine) perform(plan []Step) error {
 }
 
 func (m *Machine) do(s Step) error {
+	if s.IfExists {
+		if _, err := os.Stat(s.Source); errors.Is(err, fs.ErrNotExist) {
+			m.debugf("skipped, no %s", s.Source)
+			return nil
+		}
+	}
 	switch s.Op {
 	case OpMkdir:
 		return os.MkdirAll(s.Target, 0o755)
@@ -244,7 +250,7 @@ func (m *Machine) do(s Step) error {
 		}
 		return unix.Mount(s.Source, s.Target, s.FSType, flags, data)
 	case OpBind:
-		if err := os.MkdirAll(s.Target, 0o755); err != nil {
+		if err := bindTarget(s.Source, s.Target); err != nil {
 			return err
 		}
 		return unix.Mount(s.Source, s.Target, "", unix.MS_BIND, "")
@@ -258,11 +264,11 @@ func (m *Machine) do(s Step) error {
 		if err := loop.SetFile(dev, s.Source); err != nil {
 			return err
 		}
-		var flags uintptr
+		flags, data := mountFlags(s.Data)
 		if s.RO {
 			flags |= unix.MS_RDONLY
 		}
-		return unix.Mount(dev, s.Target, s.FSType, flags, "")
+		return unix.Mount(dev, s.Target, s.FSType, flags, data)
 	case OpFormat:
 		m.logf("formatting %s as ext4 (%s): first boot", s.Source, s.Data)
 		return format(s.Target, s.Source, s.Data)
@@ -277,6 +283,26 @@ func (m *Machine) do(s Step) error {
 		return os.WriteFile(filepath.Join(s.Target, VarMarker), []byte("seeded by kpaas-init\n"), 0o644)
 	}
 	return fmt.Errorf("unknown step %q", s.Op)
+}
+
+// bindTarget makes the mount point of a bind: a folder for a folder, an
+// empty file (and its parents) for a file.
+func bindTarget(source, target string) error {
+	fi, err := os.Stat(source)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return os.MkdirAll(target, 0o755)
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(target, os.O_CREATE|os.O_RDONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // mountFlags splits the generic options (nosuid, nodev, noexec) out of a

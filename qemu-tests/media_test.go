@@ -1,0 +1,257 @@
+//go:build qemu
+
+package qemutests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"kpaas.dev/appliance/builder/bake"
+	"kpaas.dev/appliance/builder/disk"
+	"kpaas.dev/appliance/builder/image"
+	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/qemu-tests/vm"
+)
+
+// The bundle the media tests bake: the OS image and one small image.
+const (
+	mediaBundle  = "qemu-media"
+	mediaVersion = "0.0.1"
+	appImage     = "docker.io/kpaas/qemu-app:0.0.1"
+	// agentConfig is the agent's line about the config image.Build put
+	// on the ESP (kpaas-init binds it at /run/kpaas/config).
+	agentConfig = `kpaas-agent .*: config disk at /run/kpaas/config \(1 files\)`
+	// agentReady is the agent's line once it has opened the bundle.
+	agentReady = `kpaas-agent .*: bundle ` + mediaBundle + ` 0\.0\.1 \(2 artifacts\) ready`
+	// bootTimeout bounds one boot; they take 20–60 s on two idle cores.
+	bootTimeout = 5 * time.Minute
+)
+
+// media are the outputs of `kpaas image build --format raw,qcow2,iso`,
+// written once for all the media tests into a folder TestMain removes.
+var media struct {
+	sync.Mutex
+	built           bool
+	raw, qcow2, iso string
+}
+
+var mediaDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if mediaDir != "" {
+		if code != 0 && vm.Keep() {
+			fmt.Fprintf(os.Stderr, "%s: kept the media in %s; remove them with: rm -rf %s\n", vm.KeepEnv, mediaDir, mediaDir)
+		} else {
+			os.RemoveAll(mediaDir)
+		}
+	}
+	os.Exit(code)
+}
+
+// buildMedia bakes a bundle whose os.image is the OS image (the `kpaas os
+// build` output is the bake's mirror) and writes raw, qcow2 and ISO media
+// from it, as `kpaas bake` and `kpaas image build` do.
+func buildMedia(t *testing.T) {
+	t.Helper()
+	media.Lock()
+	defer media.Unlock()
+	if media.built {
+		return
+	}
+	layoutDir := osImage(t)
+	osRef := osImageRef(t, layoutDir)
+	dir, err := os.MkdirTemp("", "kpaas-qemu-media-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mediaDir = dir
+
+	mirror := filepath.Join(dir, "mirror")
+	appMirror(t, mirror)
+	manifest := filepath.Join(dir, "bundle.yaml")
+	if err := os.WriteFile(manifest, []byte(fmt.Sprintf(`apiVersion: kpaas.dev/v1alpha1
+kind: Bundle
+metadata:
+  name: %s
+  version: %s
+kubernetes:
+  version: v1.35.4
+platforms:
+  - linux/amd64
+os:
+  image: %s
+images:
+  - %s
+`, mediaBundle, mediaVersion, osRef, appImage)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	log := progress.New(testWriter{t})
+	start := time.Now()
+	bdir := filepath.Join(dir, "bundle")
+	if _, err := bake.Bake(ctx, bake.Options{Manifest: manifest, Out: bdir, Mirrors: []string{layoutDir, mirror},
+		Offline: true, Progress: log}); err != nil {
+		t.Fatalf("bake: %v", err)
+	}
+	t.Logf("bundle baked in %s", time.Since(start).Round(100*time.Millisecond))
+
+	config := filepath.Join(dir, "cluster.yaml")
+	if err := os.WriteFile(config, []byte("apiVersion: kpaas.dev/v1alpha1\nkind: Cluster\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	sum, err := image.Build(ctx, image.Options{Bundle: bdir, Out: filepath.Join(dir, "node"), Config: config,
+		Formats: []disk.Format{disk.Raw, disk.QCOW2, disk.ISO}, Progress: log})
+	if err != nil {
+		t.Fatalf("image build: %v", err)
+	}
+	for _, o := range sum.Outputs {
+		t.Logf("%s: %d MiB (%d MiB allocated) in %s", o.Path, o.Size>>20, o.Allocated>>20, o.Duration.Round(100*time.Millisecond))
+		switch o.Format {
+		case disk.Raw:
+			media.raw = o.Path
+		case disk.QCOW2:
+			media.qcow2 = o.Path
+		case disk.ISO:
+			media.iso = o.Path
+		}
+	}
+	t.Logf("media written in %s; disk command line: %s", time.Since(start).Round(100*time.Millisecond), sum.Cmdline)
+	media.built = true
+}
+
+// osImageRef is the reference of the os entry of a `kpaas os build` layout.
+func osImageRef(t *testing.T, layoutDir string) string {
+	t.Helper()
+	s, err := bundle.Open(layoutDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := s.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if e.Kind == bundle.KindOS && e.Ref != "" {
+			return e.Ref
+		}
+	}
+	t.Fatalf("%s holds no OS image", layoutDir)
+	return ""
+}
+
+// appMirror writes a mirror layout holding one small linux/amd64 image.
+func appMirror(t *testing.T, dir string) {
+	t.Helper()
+	img, err := mutate.AppendLayers(empty.Image, static.NewLayer([]byte("qemu media test layer\n"), types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.MediaType(mutate.ConfigMediaType(img, types.OCIConfigJSON), types.OCIManifestSchema1)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": appImage}),
+		layout.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bootMedia boots one medium and waits for the agent (its config line,
+// then its ready line); it logs the times of the hand-offs it sees and
+// returns the agent's.
+func bootMedia(t *testing.T, marks []string, opts ...vm.Option) time.Duration {
+	t.Helper()
+	v := vm.Start(t, opts...)
+	var seen []string
+	for _, m := range marks {
+		_, at := v.Expect(m, bootTimeout)
+		seen = append(seen, fmt.Sprintf("%q %.1fs", m, at.Seconds()))
+	}
+	v.Expect(agentConfig, bootTimeout)
+	line, at := v.Expect(agentReady, bootTimeout)
+	t.Logf("%v", seen)
+	t.Logf("agent ready after %.1fs: %s", at.Seconds(), line)
+	return at
+}
+
+// TestMediaRawUEFI boots the raw disk under OVMF: systemd-boot from the
+// ESP, kernel and initramfs, kpaas-init formats KPAAS-STATE and mounts the
+// root and bundle partitions, systemd starts the agent.
+func TestMediaRawUEFI(t *testing.T) {
+	vm.Need(t, "qemu-system-x86_64")
+	buildMedia(t)
+	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`},
+		vm.WithFirmware(vm.OVMF), vm.WithDisk(media.raw, "raw"))
+}
+
+// TestMediaQCOW2UEFI boots the same disk as qcow2 (our converter's) under
+// OVMF.
+func TestMediaQCOW2UEFI(t *testing.T) {
+	vm.Need(t, "qemu-system-x86_64")
+	buildMedia(t)
+	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`},
+		vm.WithFirmware(vm.OVMF), vm.WithDisk(media.qcow2, "qcow2"))
+}
+
+// TestMediaISOBIOS boots the ISO as a CD-ROM under SeaBIOS: isolinux's
+// default (live) entry; kpaas-init finds the ISO by its label and
+// loop-mounts the root and the bundle from it.
+func TestMediaISOBIOS(t *testing.T) {
+	vm.Need(t, "qemu-system-x86_64")
+	buildMedia(t)
+	bootMedia(t, []string{`ISOLINUX`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
+		vm.WithCDROM(media.iso))
+}
+
+// TestMediaISOUEFI boots the ISO as a CD-ROM under OVMF: El Torito's EFI
+// image, systemd-boot's live entry (after its 3 s menu).
+func TestMediaISOUEFI(t *testing.T) {
+	vm.Need(t, "qemu-system-x86_64")
+	buildMedia(t)
+	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
+		vm.WithFirmware(vm.OVMF), vm.WithCDROM(media.iso))
+}
+
+// TestMediaISOUSBBIOS boots the ISO as a USB stick under SeaBIOS: the
+// isohybrid MBR loads isolinux; kpaas-init finds the ISO file system on
+// the whole disk.
+func TestMediaISOUSBBIOS(t *testing.T) {
+	vm.Need(t, "qemu-system-x86_64")
+	buildMedia(t)
+	bootMedia(t, []string{`ISOLINUX`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
+		vm.WithUSBDisk(media.iso))
+}
+
+// TestMediaISOUSBUEFI boots the ISO as a USB stick under OVMF: the
+// firmware boots the EFI partition of the hybrid MBR (the EFI image).
+func TestMediaISOUSBUEFI(t *testing.T) {
+	vm.Need(t, "qemu-system-x86_64")
+	buildMedia(t)
+	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
+		vm.WithFirmware(vm.OVMF), vm.WithUSBDisk(media.iso))
+}

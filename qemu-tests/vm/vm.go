@@ -1,0 +1,325 @@
+// Package vm starts QEMU virtual machines for tests and matches lines on
+// their serial console.
+//
+// A VM runs under software emulation (TCG, one CPU: what research/qemu-boot.md
+// measured as fastest on two shared cores), without network, and with every
+// disk opened snapshot=on, so one built image can be booted by many tests
+// and is never changed. Its serial console (and QEMU's own messages) go to
+// serial.log in the VM's folder, which Expect reads as it grows.
+//
+// Lifecycle: Start registers a cleanup with the test that kills the QEMU
+// process it started (and only that one) and removes the VM's folder. With
+// KPAAS_KEEP_VMS=1, a failed test keeps both instead and logs how to reach
+// and remove them. A VM is used by one goroutine.
+package vm
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// KeepEnv is the environment variable that keeps failed tests' VMs and
+// folders for debugging.
+const KeepEnv = "KPAAS_KEEP_VMS"
+
+// Keep tells whether failed tests keep their VMs and folders.
+func Keep() bool {
+	v := os.Getenv(KeepEnv)
+	return v != "" && v != "0" && v != "false"
+}
+
+// Need skips the test when a program is missing.
+func Need(t testing.TB, progs ...string) {
+	t.Helper()
+	for _, p := range progs {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s not installed (hack/install-deps.sh installs it)", p)
+		}
+	}
+}
+
+// Dir is a work folder for the test, removed when it ends, or kept (and
+// named in the log) when it failed and KPAAS_KEEP_VMS=1.
+func Dir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "kpaas-"+sanitize(t.Name())+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() && Keep() {
+			t.Logf("%s: kept %s; remove it with: rm -rf %s", KeepEnv, dir, dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == ' ' {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// Firmware is what the VM boots with.
+type Firmware int
+
+const (
+	// SeaBIOS is QEMU's default BIOS (or the direct kernel boot's loader).
+	SeaBIOS Firmware = iota
+	// OVMF is UEFI: OVMF_CODE_4M.fd with a fresh copy of OVMF_VARS_4M.fd.
+	OVMF
+)
+
+func (f Firmware) String() string {
+	if f == OVMF {
+		return "OVMF"
+	}
+	return "SeaBIOS"
+}
+
+type drive struct{ path, format, iface string }
+
+type config struct {
+	firmware                Firmware
+	kernel, initrd, cmdline string
+	drives                  []drive
+	memory                  int
+	extra                   []string
+}
+
+// Option configures Start.
+type Option func(*config)
+
+// WithFirmware boots through f (default SeaBIOS).
+func WithFirmware(f Firmware) Option { return func(c *config) { c.firmware = f } }
+
+// WithKernel boots a kernel directly (PVH for an ELF vmlinux).
+func WithKernel(kernel, initrd, cmdline string) Option {
+	return func(c *config) { c.kernel, c.initrd, c.cmdline = kernel, initrd, cmdline }
+}
+
+// WithDisk attaches a virtio disk image; format is raw or qcow2.
+func WithDisk(path, format string) Option {
+	return func(c *config) { c.drives = append(c.drives, drive{path, format, "virtio"}) }
+}
+
+// WithCDROM attaches an ISO as a CD-ROM on the q35 AHCI controller.
+func WithCDROM(path string) Option {
+	return func(c *config) { c.drives = append(c.drives, drive{path, "raw", "cdrom"}) }
+}
+
+// WithUSBDisk attaches a raw image as a USB stick (usb-storage on an XHCI
+// controller).
+func WithUSBDisk(path string) Option {
+	return func(c *config) { c.drives = append(c.drives, drive{path, "raw", "usb"}) }
+}
+
+// WithMemory sets the memory in MiB (default 1536).
+func WithMemory(mib int) Option { return func(c *config) { c.memory = mib } }
+
+// WithArgs appends QEMU arguments.
+func WithArgs(args ...string) Option { return func(c *config) { c.extra = append(c.extra, args...) } }
+
+// VM is one running QEMU.
+type VM struct {
+	t     testing.TB
+	dir   string
+	cmd   *exec.Cmd
+	log   *os.File // the serial log, read from
+	rd    *bufio.Reader
+	start time.Time
+	done  chan struct{}
+	err   error // QEMU's exit, once done is closed
+	part  []byte
+}
+
+// Start starts QEMU and returns at once; the clock of Expect starts here.
+func Start(t testing.TB, opts ...Option) *VM {
+	t.Helper()
+	Need(t, "qemu-system-x86_64")
+	c := config{memory: 1536}
+	for _, o := range opts {
+		o(&c)
+	}
+	dir := Dir(t)
+	args := []string{"-machine", "q35", "-accel", "tcg", "-smp", "1", "-m", strconv.Itoa(c.memory),
+		"-nographic", "-no-reboot", "-net", "none",
+		"-monitor", "unix:" + filepath.Join(dir, "monitor.sock") + ",server=on,wait=off",
+		"-serial", "stdio", "-pidfile", filepath.Join(dir, "qemu.pid")}
+	if c.firmware == OVMF {
+		code, vars, err := FindOVMF()
+		if err != nil {
+			t.Skip(err)
+		}
+		own := filepath.Join(dir, "OVMF_VARS.fd")
+		if err := copyFile(vars, own); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+code,
+			"-drive", "if=pflash,format=raw,file="+own)
+	}
+	if c.kernel != "" {
+		args = append(args, "-kernel", c.kernel, "-initrd", c.initrd, "-append", c.cmdline)
+	}
+	for i, d := range c.drives {
+		switch d.iface {
+		case "cdrom":
+			args = append(args, "-drive", "file="+d.path+",media=cdrom,readonly=on,format=raw")
+		case "usb":
+			id := fmt.Sprintf("usb%d", i)
+			args = append(args, "-drive", "if=none,id="+id+",file="+d.path+",format="+d.format+",snapshot=on",
+				"-device", "qemu-xhci,id=xhci"+id, "-device", "usb-storage,bus=xhci"+id+".0,drive="+id)
+		default:
+			args = append(args, "-drive", "file="+d.path+",if="+d.iface+",format="+d.format+",snapshot=on")
+		}
+	}
+	args = append(args, c.extra...)
+
+	logPath := filepath.Join(dir, "serial.log")
+	w, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r, err := os.Open(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("qemu-system-x86_64", args...)
+	// A file, not a pipe: a kept VM goes on writing after the test is gone.
+	cmd.Stdout, cmd.Stderr = w, w
+	v := &VM{t: t, dir: dir, cmd: cmd, log: r, rd: bufio.NewReader(r), done: make(chan struct{})}
+	t.Logf("qemu-system-x86_64 %s", strings.Join(args, " "))
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		t.Fatal(err)
+	}
+	v.start = time.Now()
+	go func() { v.err = cmd.Wait(); close(v.done) }()
+	t.Cleanup(func() {
+		defer r.Close()
+		if t.Failed() {
+			t.Logf("serial console (last lines of %s):\n%s", logPath, tail(logPath, 40))
+			if Keep() {
+				t.Logf("%s: kept VM pid %d (%s); console: %s, monitor: socat - UNIX-CONNECT:%s; remove with: kill %d; rm -rf %s",
+					KeepEnv, cmd.Process.Pid, c.firmware, logPath, filepath.Join(dir, "monitor.sock"), cmd.Process.Pid, dir)
+				return
+			}
+		}
+		cmd.Process.Kill() // our own QEMU only
+		<-v.done
+	})
+	return v
+}
+
+// Dir is the VM's folder (serial.log, monitor.sock, OVMF_VARS.fd).
+func (v *VM) Dir() string { return v.dir }
+
+// Since is the time since QEMU started.
+func (v *VM) Since() time.Duration { return time.Since(v.start) }
+
+// Expect waits for a console line matching re and returns it with the
+// time since QEMU started. It fails the test when the timeout passes or
+// QEMU exits first. Lines before the match are consumed.
+func (v *VM) Expect(re string, timeout time.Duration) (string, time.Duration) {
+	v.t.Helper()
+	line, at, err := v.expect(regexp.MustCompile(re), timeout)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return line, at
+}
+
+var ansi = regexp.MustCompile(`\x1b\[[0-9;?=]*[A-Za-z]|\x1bc|\r`)
+
+func (v *VM) expect(rx *regexp.Regexp, timeout time.Duration) (string, time.Duration, error) {
+	deadline := time.Now().Add(timeout)
+	exited := false
+	for {
+		b, err := v.rd.ReadBytes('\n')
+		v.part = append(v.part, b...)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", 0, err
+		}
+		if err == nil || (exited && len(v.part) > 0) { // a whole line, or QEMU's last words
+			line := ansi.ReplaceAllString(string(bytes.TrimRight(v.part, "\n")), "")
+			v.part = v.part[:0]
+			if testing.Verbose() {
+				fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", v.Since().Seconds(), line)
+			}
+			if rx.MatchString(line) {
+				return line, v.Since(), nil
+			}
+			continue
+		}
+		if exited {
+			return "", 0, fmt.Errorf("QEMU exited (%v) after %.1fs before a console line matching %q", v.err, v.Since().Seconds(), rx)
+		}
+		select {
+		case <-v.done:
+			exited = true // read once more: what it wrote before it went
+			continue
+		default:
+		}
+		if time.Now().After(deadline) {
+			return "", 0, fmt.Errorf("no console line matching %q within %s", rx, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// FindOVMF returns the UEFI firmware code and the variables template of
+// Debian's ovmf package (the 4 MiB builds), found with dpkg -L.
+func FindOVMF() (code, vars string, err error) {
+	files := map[string]string{"OVMF_CODE_4M.fd": "", "OVMF_VARS_4M.fd": ""}
+	if out, err := exec.Command("dpkg", "-L", "ovmf").Output(); err == nil {
+		for _, l := range strings.Split(string(out), "\n") {
+			if _, ok := files[filepath.Base(l)]; ok {
+				files[filepath.Base(l)] = l
+			}
+		}
+	}
+	for name, p := range files {
+		if p == "" { // not a dpkg system: the usual place
+			files[name] = filepath.Join("/usr/share/OVMF", name)
+		}
+		if _, err := os.Stat(files[name]); err != nil {
+			return "", "", fmt.Errorf("UEFI firmware %s not found (package ovmf): %w", name, err)
+		}
+	}
+	return files["OVMF_CODE_4M.fd"], files["OVMF_VARS_4M.fd"], nil
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
+}
+
+// tail is the last n lines of a file, without terminal escapes.
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(ansi.ReplaceAllString(string(b), ""), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
