@@ -468,13 +468,13 @@ K_RSS=$(col kpaas 5 | sort -n | tail -1) H_RSS=$(col host 5 | sort -n | tail -1)
 K_CPU=$(med kpaas 6) H_CPU=$(med host 6)
 RATIO=$(ratio "$H_WS" "$K_WS")
 RATIO_NOVERIFY=$(ratio "$H_WS_NOVERIFY" "$K_WS")
-K_VERIFY=$(jq -r '.steps[] | select(.Name == "verify") | .Duration / 1e9' "$K/summary.json")
+K_VERIFY=$(jq -r '.steps[] | select(.name == "verify") | .durationNs / 1e9' "$K/summary.json")
 
 K_ROOT=$(jq -r .root.size "$K/summary.json")
 K_ROOT_IN=$(jq -r .root.inputBytes "$K/summary.json")
 H_ROOT=$(fsize "$H/root.squashfs")
 H_BUND=$(fsize "$H/bundle.squashfs")
-K_BUND=$(jq -r '.outputs[] | select(.format == "raw") | .partitions[] | select(.Name == "KPAAS-BUNDLE") | .Used' "$K/summary.json")
+K_BUND=$(jq -r '.outputs[] | select(.format == "raw") | .partitions[] | select(.name == "KPAAS-BUNDLE") | .used' "$K/summary.json")
 ROOT_CONTENT=$(du -sb --apparent-size "$H/rootfs" | cut -f1)
 # Payload = the root file system as each side stores it (its own squashfs,
 # compression is not overhead) + the bundle files KPAAS-BUNDLE holds.
@@ -495,7 +495,7 @@ K_OV_RAW=$(pct $((K_RAW_ALLOC - K_PAYLOAD)) "$K_PAYLOAD")
 K_OV_QCOW=$(pct $((K_QCOW - K_PAYLOAD)) "$K_PAYLOAD")
 K_OV_ISO=$(pct $((K_ISO - K_PAYLOAD)) "$K_PAYLOAD")
 
-ksteps=$(jq -r '.steps[] | "\(.Name)\t\(.Duration / 1e9)"' "$K/summary.json" | awk -F'\t' '{printf "%s %.2f, ", $1, $2}' | sed 's/, $//')
+ksteps=$(jq -r '.steps[] | "\(.name)\t\(.durationNs / 1e9)"' "$K/summary.json" | awk -F'\t' '{printf "%s %.2f, ", $1, $2}' | sed 's/, $//')
 hsteps=$(awk -F'\t' '{printf "%s %.2f, ", $1, $2}' "$H/steps.tsv" | sed 's/, $//')
 
 {

@@ -261,40 +261,40 @@ func (o *options) report(phase string) func(done, total int64) {
 
 // Summary describes a written image.
 type Summary struct {
-	Format     Format
-	Path       string
-	Size       int64 // apparent file size
-	Allocated  int64 // bytes the file occupies on disk (holes excluded)
-	DiskGUID   string
-	Partitions []Partition
-	Files      []File // ISO: the files of the image
-	Time       time.Time
-	Steps      []Step
-	Duration   time.Duration
+	Format     Format        `json:"format"`
+	Path       string        `json:"path"`
+	Size       int64         `json:"size"`      // apparent file size
+	Allocated  int64         `json:"allocated"` // bytes the file occupies on disk (holes excluded)
+	DiskGUID   string        `json:"diskGUID,omitempty"`
+	Partitions []Partition   `json:"partitions,omitempty"`
+	Files      []File        `json:"files,omitempty"` // ISO: the files of the image
+	Time       time.Time     `json:"time"`
+	Steps      []Step        `json:"steps"`
+	Duration   time.Duration `json:"durationNs"`
 }
 
 // Partition describes one partition of a raw or qcow2 image.
 type Partition struct {
-	Index      int
-	Name       string
-	Type       string // type GUID
-	GUID       string
-	Offset     int64
-	Size       int64
-	Used       int64  // bytes of content
-	Filesystem string // vfat, squashfs, or "" (blank)
+	Index      int    `json:"index"`
+	Name       string `json:"name"`
+	Type       string `json:"type"` // type GUID
+	GUID       string `json:"guid"`
+	Offset     int64  `json:"offset"`
+	Size       int64  `json:"size"`
+	Used       int64  `json:"used"`       // bytes of content
+	Filesystem string `json:"filesystem"` // vfat, squashfs, or "" (blank)
 }
 
 // File is one file of an ISO.
 type File struct {
-	Path string
-	Size int64
+	Path string `json:"path"`
+	Size int64  `json:"size"`
 }
 
 // Step is one timed step of a write.
 type Step struct {
-	Name     string
-	Duration time.Duration
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"durationNs"`
 }
 
 // Write writes l in format f to out.
