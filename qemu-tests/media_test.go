@@ -4,9 +4,13 @@ package qemutests
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -199,14 +203,101 @@ func bootMedia(t *testing.T, marks []string, opts ...vm.Option) time.Duration {
 	return at
 }
 
-// TestMediaRawUEFI boots the raw disk under OVMF: systemd-boot from the
-// ESP, kernel and initramfs, kpaas-init formats KPAAS-STATE and mounts the
-// root and bundle partitions, systemd starts the agent.
+// TestMediaRawUEFI boots the raw disk, enlarged by 1 GiB as when written
+// to a bigger disk, under OVMF: systemd-boot from the ESP, kernel and
+// initramfs, kpaas-init grows KPAAS-STATE to the disk's end, formats it and
+// mounts the root and bundle partitions, systemd starts the agent.
 func TestMediaRawUEFI(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
+	vm.Need(t, "qemu-system-x86_64", "cp")
 	buildMedia(t)
-	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`},
-		vm.WithFirmware(vm.OVMF), vm.WithDisk(media.raw, "raw"))
+	raw := filepath.Join(t.TempDir(), "bigger.raw")
+	if out, err := exec.Command("cp", "--sparse=always", media.raw, raw).CombinedOutput(); err != nil {
+		t.Fatalf("copying the raw disk: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(raw, fi.Size()+1<<30); err != nil {
+		t.Fatal(err)
+	}
+	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: grew KPAAS-STATE \(/dev/vda5\) to 1\.\d GiB`,
+		`kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`},
+		vm.WithFirmware(vm.OVMF), vm.WithDisk(raw, "raw"))
+}
+
+// TestMediaRawGrowOnce boots a writable copy of the raw disk, enlarged
+// by 1 GiB, twice: the first boot grows KPAAS-STATE to the disk's end (sfdisk
+// verifies the GPT after it, and the ext4 made fills the partition), the
+// second neither grows nor formats it.
+func TestMediaRawGrowOnce(t *testing.T) {
+	vm.Need(t, "qemu-system-x86_64", "cp", "sfdisk")
+	buildMedia(t)
+	raw := filepath.Join(t.TempDir(), "bigger.raw")
+	if out, err := exec.Command("cp", "--sparse=always", media.raw, raw).CombinedOutput(); err != nil {
+		t.Fatalf("copying the raw disk: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := fi.Size() + 1<<30
+	if err := os.Truncate(raw, size); err != nil {
+		t.Fatal(err)
+	}
+	writable := vm.WithArgs("-drive", "file="+raw+",if=virtio,format=raw")
+
+	v := vm.Start(t, vm.WithFirmware(vm.OVMF), writable)
+	v.Expect(`kpaas-init: grew KPAAS-STATE \(/dev/vda5\) to 1\.\d GiB`, bootTimeout)
+	v.Expect(`kpaas-init: formatting /dev/vda5`, bootTimeout)
+	v.Expect(agentReady, bootTimeout)
+	v.Stop()
+
+	out, err := exec.Command("sfdisk", "--verify", raw).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "No errors detected") || strings.Contains(string(out), "mismatch") {
+		t.Errorf("sfdisk --verify after the first boot: %v\n%s", err, out)
+	}
+	out, err = exec.Command("sfdisk", "--json", raw).Output()
+	if err != nil {
+		t.Fatalf("sfdisk --json: %v", err)
+	}
+	var pt struct {
+		PartitionTable struct {
+			Partitions []struct {
+				Start, Size int64
+				Name        string
+			}
+		}
+	}
+	if err := json.Unmarshal(out, &pt); err != nil {
+		t.Fatal(err)
+	}
+	ps := pt.PartitionTable.Partitions
+	if len(ps) != 5 || ps[4].Name != "KPAAS-STATE" || ps[4].Start+ps[4].Size != size/512-33 {
+		t.Fatalf("after the first boot sfdisk reads %+v; want KPAAS-STATE to end at sector %d", ps, size/512-34)
+	}
+	// The ext4 superblock: blocks count and block size.
+	f, err := os.Open(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := make([]byte, 1024)
+	_, err = f.ReadAt(sb, ps[4].Start*512+1024)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsBytes := int64(binary.LittleEndian.Uint32(sb[4:])) << (10 + binary.LittleEndian.Uint32(sb[24:]))
+	if part := ps[4].Size * 512; binary.LittleEndian.Uint16(sb[56:]) != 0xef53 || fsBytes < part-(4<<20) || fsBytes > part {
+		t.Errorf("the state's ext4 has %d bytes; the partition %d", fsBytes, part)
+	}
+	t.Logf("KPAAS-STATE: %d MiB partition, %d MiB ext4", ps[4].Size>>11, fsBytes>>20)
+
+	v = vm.Start(t, vm.WithFirmware(vm.OVMF), writable)
+	if line, _ := v.Expect(`kpaas-init: (grew|formatting|switching root)`, bootTimeout); !strings.Contains(line, "switching root") {
+		t.Errorf("second boot: %s", line)
+	}
+	v.Expect(agentReady, bootTimeout)
 }
 
 // TestMediaQCOW2UEFI boots the same disk as qcow2 (our converter's) under

@@ -5,8 +5,9 @@
 // /run/kpaas/bundle), and switch root.
 //
 // The deciding parts are pure and tested on files: Scan reads a sysfs tree,
-// Probe and ReadGPT read images, Plan turns what was found into a list of
-// mount steps. Only run_linux.go touches the machine.
+// Probe and ReadGPT read images, GrowGPT rewrites one (the state partition
+// grown to the disk's end), Plan turns what was found into a list of mount
+// steps. Only run_linux.go touches the machine.
 package earlyboot
 
 import (

@@ -205,6 +205,7 @@ func TestPlanDiskFirstBoot(t *testing.T) {
 mkdir /kpaas/state
 mkdir /sysroot
 mount /dev/vda1 /kpaas/ro squashfs ro
+grow /dev/vda /dev/vda3 3
 format /dev/vda3 /kpaas/ro KPAAS-STATE
 mount /dev/vda3 /kpaas/state ext4
 mkdir /kpaas/state/root/upper
@@ -232,7 +233,7 @@ func TestPlanDiskLaterBootAndLive(t *testing.T) {
 	devs[3].FS = FS{Type: "ext4", Label: "KPAAS-STATE"}
 	cfg, _ := ParseCmdline("")
 	steps, _ := Plan(Find(devs, cfg), cfg)
-	if got := render(steps); strings.Contains(got, "format") || !strings.Contains(got, "mount /dev/vda3 /kpaas/state ext4") {
+	if got := render(steps); strings.Contains(got, "format") || strings.Contains(got, "grow") || !strings.Contains(got, "mount /dev/vda3 /kpaas/state ext4") {
 		t.Errorf("second boot plan:\n%s", got)
 	}
 	devs[3].FS = FS{Type: "vfat"}
@@ -241,7 +242,7 @@ func TestPlanDiskLaterBootAndLive(t *testing.T) {
 	}
 	cfg.Live = true
 	steps, _ = Plan(Find(devs, cfg), cfg)
-	if got := render(steps); !strings.Contains(got, "mount tmpfs /kpaas/state tmpfs") || strings.Contains(got, "/dev/vda3") || strings.Contains(got, "seedvar") {
+	if got := render(steps); !strings.Contains(got, "mount tmpfs /kpaas/state tmpfs") || strings.Contains(got, "/dev/vda3") || strings.Contains(got, "grow") || strings.Contains(got, "seedvar") {
 		t.Errorf("live plan:\n%s", got)
 	}
 }

@@ -134,6 +134,7 @@ const (
 	OpMove    Op = "move"    // the mount at Source to Target
 	OpLoop    Op = "loop"    // mount the image file Source on Target as FSType, via a loop device
 	OpFormat  Op = "format"  // mkfs.ext4 -L Data on Source, run from the image at Target
+	OpGrow    Op = "grow"    // extend partition number Data on disk Source (partition Target) to fill the disk
 	OpSeedVar Op = "seedvar" // copy Source (the image's /var) to Target unless Target/VarMarker exists
 )
 
@@ -198,6 +199,11 @@ func Plan(f Found, c Config) ([]Step, error) {
 	persistent := f.State != nil && !c.Live && !iso
 	if persistent {
 		if f.State.FS.Type == "" {
+			// First boot: the image was written to (or resized to) a
+			// bigger disk; grow the state to fill it before formatting.
+			if f.State.Disk != "" && f.State.PartN > 0 {
+				add(Step{Op: OpGrow, Source: "/dev/" + f.State.Disk, Target: f.State.Path(), Data: strconv.Itoa(f.State.PartN)})
+			}
 			add(Step{Op: OpFormat, Source: f.State.Path(), Target: roDir, Data: PartState})
 		} else if f.State.FS.Type != "ext4" {
 			return nil, fmt.Errorf("%s (%s) holds %s, not ext4: refusing to touch it", PartState, f.State.Path(), f.State.FS.Type)

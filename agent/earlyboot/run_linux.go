@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/u-root/u-root/pkg/kmodule"
 	"github.com/u-root/u-root/pkg/mount"
@@ -269,6 +271,12 @@ func (m *Machine) do(s Step) error {
 			flags |= unix.MS_RDONLY
 		}
 		return unix.Mount(dev, s.Target, s.FSType, flags, data)
+	case OpGrow:
+		// Not fatal: a state that could not grow still boots, only small.
+		if err := m.grow(s.Source, s.Target, s.Data); err != nil {
+			m.logf("warning: not growing %s: %v", s.Target, err)
+		}
+		return nil
 	case OpFormat:
 		m.logf("formatting %s as ext4 (%s): first boot", s.Source, s.Data)
 		return format(s.Target, s.Source, s.Data)
@@ -283,6 +291,51 @@ func (m *Machine) do(s Step) error {
 		return os.WriteFile(filepath.Join(s.Target, VarMarker), []byte("seeded by kpaas-init\n"), 0o644)
 	}
 	return fmt.Errorf("unknown step %q", s.Op)
+}
+
+// grow extends partition number n (the blank state partition) of disk to
+// fill the disk (GrowGPT), then tells the kernel its new size with
+// BLKPG_RESIZE_PARTITION: the disk's root partition is mounted, so the
+// whole table cannot be re-read (BLKRRPART would fail with EBUSY).
+func (m *Machine) grow(disk, part, n string) error {
+	partN, err := strconv.Atoi(n)
+	if err != nil {
+		return fmt.Errorf("partition number %q: %w", n, err)
+	}
+	f, err := os.OpenFile(disk, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	size, err := unix.IoctlGetUint64(int(f.Fd()), unix.BLKGETSIZE64)
+	if err != nil {
+		return fmt.Errorf("size of %s: %w", disk, err)
+	}
+	p, grown, err := GrowGPT(f, int64(size), partN)
+	if err != nil {
+		return err
+	}
+	if !grown {
+		m.debugf("%s already fills %s", part, disk)
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", disk, err)
+	}
+	bp := unix.BlkpgPartition{Start: int64(p.FirstLBA) * 512, Length: int64(p.LastLBA-p.FirstLBA+1) * 512, Pno: int32(partN)}
+	arg := unix.BlkpgIoctlArg{Op: unix.BLKPG_RESIZE_PARTITION, Datalen: int32(unsafe.Sizeof(bp)), Data: (*byte)(unsafe.Pointer(&bp))}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKPG, uintptr(unsafe.Pointer(&arg))); errno != 0 {
+		return fmt.Errorf("the GPT of %s is grown but the kernel was not told (BLKPG_RESIZE_PARTITION): %w", disk, errno)
+	}
+	m.logf("grew %s (%s) to %s", PartState, part, humanSize(bp.Length))
+	return nil
+}
+
+func humanSize(n int64) string {
+	if n < 1<<30 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
 }
 
 // bindTarget makes the mount point of a bind: a folder for a folder, an

@@ -228,6 +228,13 @@ func Start(t testing.TB, opts ...Option) *VM {
 	return v
 }
 
+// Stop kills the VM's QEMU (ours only) and waits for it to exit, so its
+// disks can be inspected or booted again.
+func (v *VM) Stop() {
+	v.cmd.Process.Kill()
+	<-v.done
+}
+
 // Dir is the VM's folder (serial.log, monitor.sock, OVMF_VARS.fd).
 func (v *VM) Dir() string { return v.dir }
 

@@ -1,11 +1,11 @@
 // Command kpaas-init is the /init of the kpaas initramfs. It loads the
 // initramfs's kernel modules, finds the boot media (GPT partitions
 // KPAAS-ROOT-A, KPAAS-BUNDLE, KPAAS-STATE, or an ISO labelled KPAAS),
-// mounts the root squashfs under an overlay, the state partition (formatted
-// on first boot) for /var and the bundle at /run/kpaas/bundle, and switches
-// root to systemd. On any failure it says why on the console and opens a
-// rescue shell instead of letting the kernel panic; leaving the shell
-// retries the boot.
+// mounts the root squashfs under an overlay, the state partition (grown to
+// the disk's end and formatted on first boot) for /var and the bundle at
+// /run/kpaas/bundle, and switches root to systemd. On any failure it says
+// why on the console and opens a rescue shell instead of letting the kernel
+// panic; leaving the shell retries the boot.
 //
 // Options come from the kernel command line: kpaas.root=NAME, kpaas.live,
 // kpaas.wait=SECONDS, kpaas.modules=a,b, kpaas.debug, init=PATH.
