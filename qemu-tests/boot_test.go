@@ -180,7 +180,7 @@ func TestBootDisk(t *testing.T) {
 	gptDisk(t, disk, rootImg, bundleImg, 256)
 
 	v := vm.Start(t, vm.WithMemory(1024), vm.WithDisk(disk, "raw"), vm.WithKernel(kernelOf(t, layout),
-		filepath.Join(layout, "boot", "initramfs.cpio"), "console=ttyS0 quiet kpaas.debug systemd.show_status=1"))
+		filepath.Join(layout, "boot", osimage.InitrdFile), "console=ttyS0 quiet kpaas.debug systemd.show_status=1"))
 	_, atInit := v.Expect(`kpaas-init .*: starting`, 2*time.Minute)
 	_, atFormat := v.Expect(`kpaas-init: formatting /dev/vda3`, 2*time.Minute)
 	_, atSwitch := v.Expect(`kpaas-init: switching root`, 2*time.Minute)
@@ -195,7 +195,7 @@ func TestBootRescue(t *testing.T) {
 	vm.Need(t, "qemu-system-x86_64")
 	layout := osImage(t)
 	v := vm.Start(t, vm.WithMemory(1024), vm.WithKernel(kernelOf(t, layout),
-		filepath.Join(layout, "boot", "initramfs.cpio"), "console=ttyS0 quiet kpaas.wait=2"))
+		filepath.Join(layout, "boot", osimage.InitrdFile), "console=ttyS0 quiet kpaas.wait=2"))
 	v.Expect(`kpaas-init: BOOT FAILED: devices: no partition named KPAAS-ROOT-A and no ISO labelled KPAAS`, 2*time.Minute)
 	_, at := v.Expect(`kpaas-init: rescue shell: built-in`, 30*time.Second)
 	t.Logf("rescue shell after %.1fs", at.Seconds())

@@ -39,7 +39,7 @@ kpaas.local/os/<name>:<version>, and the boot files beside it:
 
   DIR/oci-layout, index.json, blobs/   the image (kind "os")
   DIR/boot/vmlinuz, vmlinux            the kernel (vmlinux: QEMU direct boot)
-  DIR/boot/initramfs.cpio              the initramfs (kpaas-init + modules)
+  DIR/boot/initramfs.cpio.zst          the initramfs (kpaas-init + modules; zstd)
 
 A bundle names the image as os.image and bakes with --mirror DIR's parent
 (or DIR). SOURCE_DATE_EPOCH sets every time in the layers.`,

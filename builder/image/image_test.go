@@ -131,7 +131,7 @@ func TestBuild(t *testing.T) {
 	root, _ := partition(t, raw, table, disk.NameRootA)
 	ls := run(t, "unsquashfs", "-lln", root)
 	for _, want := range []string{"crw------- 0/0", "squashfs-root/dev/console", "-rwxr-xr-x 0/0", "squashfs-root/usr/bin/kpaas-agent",
-		"-rw-r----- 0/0", "squashfs-root/etc/shadow", "squashfs-root/boot/kpaas/initramfs.cpio", "squashfs-root/vmlinuz -> " + kernelPath} {
+		"-rw-r----- 0/0", "squashfs-root/etc/shadow", "squashfs-root/boot/kpaas/initramfs.cpio.zst", "squashfs-root/vmlinuz -> " + kernelPath} {
 		if !strings.Contains(ls, want) {
 			t.Errorf("root has no %q:\n%s", want, ls)
 		}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // fakeModules writes a modules directory: modules.dep with a few modules
@@ -120,12 +122,17 @@ func TestRealInitramfs(t *testing.T) {
 		t.Skip("KPAAS_OS_DIR not set")
 	}
 	cmd := exec.Command("cpio", "-t", "--quiet")
-	f, err := os.Open(filepath.Join(dir, "boot", "initramfs.cpio"))
+	f, err := os.Open(filepath.Join(dir, "boot", "initramfs.cpio.zst"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd.Stdin = f
+	zr, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	cmd.Stdin = zr
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,7 @@
 //   - layer 1, base: the root filesystem built by mmdebstrap (kernel and
 //     modules included), cached by the definition's hash;
 //   - layer 2, node: kpaas-agent with its systemd unit, and the kpaas
-//     initramfs at boot/kpaas/initramfs.cpio.
+//     initramfs at boot/kpaas/initramfs.cpio.zst.
 //
 // The manifest's annotations (AnnotationKernel, AnnotationInitrd, …) tell
 // the media writer where the kernel and initramfs are inside the image.
@@ -42,9 +42,12 @@ const (
 	AnnotationCmdline = "dev.kpaas.os.cmdline"
 )
 
+// InitrdFile is the kpaas initramfs: a zstd-compressed newc cpio.
+const InitrdFile = "initramfs.cpio.zst"
+
 // Paths the node layer installs.
 const (
-	InitrdPath     = "boot/kpaas/initramfs.cpio"
+	InitrdPath     = "boot/kpaas/" + InitrdFile
 	AgentPath      = "usr/bin/kpaas-agent"
 	AgentUnitPath  = "etc/systemd/system/kpaas-agent.service"
 	AgentWantsPath = "etc/systemd/system/multi-user.target.wants/kpaas-agent.service"
