@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"kpaas.dev/appliance/builder/disk/internal/zero"
 	"kpaas.dev/appliance/builder/disk/squashfs"
 )
 
@@ -137,7 +138,7 @@ func copySparse(ctx context.Context, dst io.WriterAt, off int64, src io.ReaderAt
 		if _, err := src.ReadAt(buf[:c], pos); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
-		if !isZero(buf[:c]) {
+		if !zero.Is(buf[:c]) {
 			if _, err := dst.WriteAt(buf[:c], off+pos); err != nil {
 				return err
 			}
@@ -148,21 +149,6 @@ func copySparse(ctx context.Context, dst io.WriterAt, off int64, src io.ReaderAt
 		}
 	}
 	return nil
-}
-
-func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // newestMtime is the newest modification time of the given host files.

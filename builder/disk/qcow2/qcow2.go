@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kpaas.dev/appliance/builder/disk/internal/zero"
 )
 
 const (
@@ -114,7 +116,7 @@ func Convert(ctx context.Context, out io.WriterAt, in *os.File, opts Options) (S
 			if opts.Progress != nil {
 				opts.Progress(off+n, size)
 			}
-			if isZero(buf) {
+			if zero.Is(buf) {
 				continue
 			}
 			if err := c.data(off/clusterSize, buf); err != nil {
@@ -265,19 +267,4 @@ func dataExtents(f *os.File, size int64, fn func(from, to int64) error) error {
 		off = (min(hole, size) + clusterSize - 1) &^ (clusterSize - 1)
 	}
 	return nil
-}
-
-func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"golang.org/x/sync/errgroup"
+
+	"kpaas.dev/appliance/builder/disk/internal/zero"
 )
 
 // writer places the image's bytes at increasing offsets of w.
@@ -157,7 +159,7 @@ func walkFiles(n *node, fn func(*node) error) error {
 }
 
 func compressBlock(c compressor, b *block) {
-	if isZero(b.raw) {
+	if zero.Is(b.raw) {
 		b.size = 0
 		return
 	}
@@ -169,19 +171,4 @@ func compressBlock(c compressor, b *block) {
 	if err == nil && len(out) < len(b.raw) {
 		b.out, b.size = out, uint32(len(out))
 	}
-}
-
-func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
