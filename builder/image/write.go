@@ -62,10 +62,34 @@ func (b *build) bundleSet(ctx context.Context) error {
 	}
 	sort.Strings(b.sum.BundleOmitted)
 	b.keep = keep
-	b.layout.Bundle = disk.Payload{Dir: b.o.Bundle, Squashfs: squashfs.Options{
-		Exclude: func(rel string) bool { return !b.keep[rel] },
-	}}
+	so := squashfs.Options{
+		Compression: squashfs.None, // the blobs are compressed already
+		ModTime:     b.time,
+		Exclude:     func(rel string) bool { return !b.keep[rel] },
+	}
+	if !b.wants(disk.Raw) || !b.wants(disk.ISO) {
+		// One medium: it packs the folder itself (raw: straight into
+		// its partition, no temp file).
+		b.layout.Bundle = disk.Payload{Dir: b.o.Bundle, Squashfs: so}
+		return nil
+	}
+	// Raw and ISO both carry the bundle: pack it once, copy it twice.
+	img := b.path("bundle.squashfs")
+	if _, err := squashfs.WriteFile(ctx, img, b.o.Bundle, so); err != nil {
+		return fmt.Errorf("packing the bundle: %w", err)
+	}
+	b.layout.Bundle = disk.Payload{Image: img}
 	return nil
+}
+
+// wants reports whether format f was asked for.
+func (b *build) wants(f disk.Format) bool {
+	for _, x := range b.o.Formats {
+		if x == f {
+			return true
+		}
+	}
+	return false
 }
 
 // write writes one format into the work folder. qcow2 is converted from
