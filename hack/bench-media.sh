@@ -25,6 +25,7 @@
 # on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. hack/bench-lib.sh
 ROOTDIR=$PWD
 
 SCALE=${BENCH_SCALE:-full}
@@ -52,7 +53,6 @@ case $REPS in '' | *[!0-9]* | 0) echo "BENCH_REPS=$REPS: want a positive number"
 [ "$REPS" -le 10 ] || { echo "BENCH_REPS=$REPS: at most 10" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "bench-media.sh needs root (the host pipeline unpacks the OS image with its owners)" >&2; exit 1; }
 
-phase() { printf '== %s\n' "$*" >&2; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
 alloc() { echo $(($(stat -c %b "$1") * $(stat -c %B "$1"))); }
@@ -85,9 +85,7 @@ fi
 mkdir -p "$BIN" "$LOG"
 rm -rf "$WORK"
 mkdir -p "$WORK"
-if [ ! -x "$BIN/crane" ] || ! "$BIN/crane" version 2>/dev/null | grep -qx "$CRANE_VERSION"; then
-  GOBIN=$BIN GOFLAGS=-buildvcs=false go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
-fi
+install_crane "$BIN" "$CRANE_VERSION"
 go build -o "$BIN/kpaas" ./builder/cmd/kpaas
 go build -o "$BIN/benchgen" ./hack/benchgen
 KPAAS=$BIN/kpaas
@@ -104,14 +102,7 @@ echo "OS image: $OS_REF" >&2
 
 # --- registry, image set, bundle -------------------------------------------------
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PORT=${BENCH_PORT:-}
-if [ -z "$PORT" ]; then
-  for p in $(seq 5355 5454); do
-    if port_free "$p"; then PORT=$p; break; fi
-  done
-  [ -n "$PORT" ] || { echo "no free port in 5355-5454" >&2; exit 1; }
-fi
+PORT=${BENCH_PORT:-$(free_port 5355 5454)}
 REG=127.0.0.1:$PORT
 REG_PID=
 BOOT_PID=
@@ -126,11 +117,7 @@ trap 'exit 130' INT TERM
 phase "registry on $REG and image set (scale $SCALE)"
 "$BIN/crane" registry serve --address "$REG" >"$LOG/registry.log" 2>&1 &
 REG_PID=$!
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null "http://$REG/v2/" 2>/dev/null && break
-  kill -0 "$REG_PID" 2>/dev/null || { echo "registry exited:" >&2; cat "$LOG/registry.log" >&2; exit 1; }
-  sleep 0.1
-done
+wait_up "$REG_PID" "$REG" "$LOG/registry.log"
 "$BIN/benchgen" -registry "$REG" -scale "$SCALE" -out "$OUT/media-set.json" -refs "$OUT/media-refs.txt"
 mapfile -t REFS <"$OUT/media-refs.txt"
 

@@ -17,6 +17,7 @@
 # machine; the absolute times are printed for context.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. hack/bench-lib.sh
 
 SCALE=${BENCH_SCALE:-full}
 REPS=${BENCH_REPS:-3}
@@ -46,7 +47,6 @@ for v in REPS:20 P99_ROUNDS:200; do
   [ "$val" -le "$lim" ] || { echo "BENCH_$n=$val: at most $lim" >&2; exit 2; }
 done
 
-phase() { printf '== %s\n' "$*" >&2; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}'; }
 
@@ -67,9 +67,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 mkdir -p "$BIN" "$WORK" "$LOG"
-if [ ! -x "$BIN/crane" ] || ! "$BIN/crane" version 2>/dev/null | grep -qx "$CRANE_VERSION"; then
-  GOBIN=$BIN GOFLAGS=-buildvcs=false go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
-fi
+install_crane "$BIN" "$CRANE_VERSION"
 if [ ! -x "$BIN/registry" ] || ! "$BIN/registry" --version 2>/dev/null | grep -q " $DIST_VERSION"; then
   GOBIN=$BIN GOFLAGS=-buildvcs=false go install "github.com/distribution/distribution/v3/cmd/registry@$DIST_VERSION"
 fi
@@ -93,7 +91,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 NEXT_PORT=5255 # hack/bench.sh takes 5055-5154
 # take_port: sets PORT to the next free port (each call a new one).
 take_port() {
@@ -102,18 +99,6 @@ take_port() {
     if port_free "$p"; then PORT=$p; NEXT_PORT=$((p + 1)); return; fi
   done
   echo "no free port in $NEXT_PORT-5454" >&2
-  exit 1
-}
-
-# wait_up PID HOST LOGFILE: until HOST answers /v2/ (10 s at most).
-wait_up() {
-  local _
-  for _ in $(seq 100); do
-    curl -fsS -o /dev/null "http://$2/v2/" 2>/dev/null && return
-    kill -0 "$1" 2>/dev/null || { echo "server for $2 exited:" >&2; tail -20 "$3" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "$2 does not answer; log $3" >&2
   exit 1
 }
 

@@ -14,6 +14,7 @@
 # tools measured side by side mean anything on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. hack/bench-lib.sh
 
 SCALE=${BENCH_SCALE:-full}
 REPS=${BENCH_REPS:-3}
@@ -31,8 +32,6 @@ MODES=(kpaas skopeo crane)
 case $REPS in '' | *[!0-9]* | 0) echo "BENCH_REPS=$REPS: want a positive number" >&2; exit 2 ;; esac
 [ "$REPS" -le 20 ] || { echo "BENCH_REPS=$REPS: at most 20" >&2; exit 2; }
 
-phase() { printf '== %s\n' "$*" >&2; }
-
 # --- peers and builds --------------------------------------------------------
 
 phase "tools"
@@ -45,23 +44,14 @@ if ! command -v skopeo >/dev/null || [ ! -x /usr/bin/time ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo time >/dev/null
 fi
 mkdir -p "$BIN" "$WORK" "$LOG"
-if [ ! -x "$BIN/crane" ] || ! "$BIN/crane" version 2>/dev/null | grep -qx "$CRANE_VERSION"; then
-  GOBIN=$BIN GOFLAGS=-buildvcs=false go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
-fi
+install_crane "$BIN" "$CRANE_VERSION"
 go build -o "$BIN/kpaas" ./builder/cmd/kpaas
 go build -o "$BIN/benchgen" ./hack/benchgen
 SKOPEO_VERSION=$(skopeo --version | awk '{print $3}')
 
 # --- registry ----------------------------------------------------------------
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PORT=${BENCH_PORT:-}
-if [ -z "$PORT" ]; then
-  for p in $(seq 5055 5154); do
-    if port_free "$p"; then PORT=$p; break; fi
-  done
-  [ -n "$PORT" ] || { echo "no free port in 5055-5154" >&2; exit 1; }
-fi
+PORT=${BENCH_PORT:-$(free_port 5055 5154)}
 REG=127.0.0.1:$PORT
 
 REG_PID=
@@ -75,12 +65,7 @@ trap 'exit 130' INT TERM
 phase "registry on $REG (crane registry serve, in memory)"
 "$BIN/crane" registry serve --address "$REG" >"$LOG/registry.log" 2>&1 &
 REG_PID=$!
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null "http://$REG/v2/" 2>/dev/null && break
-  kill -0 "$REG_PID" 2>/dev/null || { echo "registry exited:" >&2; cat "$LOG/registry.log" >&2; exit 1; }
-  sleep 0.1
-done
-curl -fsS -o /dev/null "http://$REG/v2/" || { echo "registry on $REG does not answer" >&2; exit 1; }
+wait_up "$REG_PID" "$REG" "$LOG/registry.log"
 
 phase "image set (scale $SCALE)"
 "$BIN/benchgen" -registry "$REG" -scale "$SCALE" -out "$OUT/set.json" -refs "$OUT/refs.txt"
