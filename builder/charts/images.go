@@ -9,9 +9,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"helm.sh/helm/v3/pkg/chart"
 	"sigs.k8s.io/yaml"
+
+	"kpaas.dev/appliance/internal/ref"
 )
 
 // ImageRef is one image a chart needs.
@@ -228,28 +229,8 @@ func chartOf(template string) string {
 	return name
 }
 
-// Normalize returns image in the form a bundle stores it: registry and
-// repository spelled out ("nginx:1.25" becomes
+// Normalize returns image in the form a bundle stores it (internal/ref):
+// registry and repository spelled out ("nginx:1.25" becomes
 // "docker.io/library/nginx:1.25"), tag "latest" when there is neither tag nor
 // digest, and tag and digest both kept when both are given.
-func Normalize(image string) (string, error) {
-	ref, err := name.ParseReference(image, name.WeakValidation)
-	if err != nil {
-		return "", err
-	}
-	repo := ref.Context()
-	registry := repo.RegistryStr()
-	if registry == name.DefaultRegistry {
-		registry = "docker.io"
-	}
-	s := registry + "/" + repo.RepositoryStr()
-	if d, ok := ref.(name.Digest); ok {
-		base, _, _ := strings.Cut(image, "@")
-		last := base[strings.LastIndex(base, "/")+1:]
-		if _, tag, ok := strings.Cut(last, ":"); ok {
-			s += ":" + tag
-		}
-		return s + "@" + d.DigestStr(), nil
-	}
-	return s + ":" + ref.Identifier(), nil
-}
+func Normalize(image string) (string, error) { return ref.Normalize(image) }

@@ -30,9 +30,14 @@ func Parse(s string) (Ref, error) {
 		}
 		r.Digest = d.DigestStr()
 	}
-	tag, err := name.NewTag(base, name.WeakValidation)
+	// ParseReference (not NewTag) also refuses URLs such as https://host/x.
+	pr, err := name.ParseReference(base, name.WeakValidation)
 	if err != nil {
 		return Ref{}, fmt.Errorf("invalid image reference %q: %w", s, err)
+	}
+	tag, ok := pr.(name.Tag)
+	if !ok {
+		return Ref{}, fmt.Errorf("invalid image reference %q", s)
 	}
 	r.Registry = tag.RegistryStr()
 	if r.Registry == name.DefaultRegistry {

@@ -32,7 +32,7 @@ func TestNormalize(t *testing.T) {
 }
 
 func TestNormalizeRejects(t *testing.T) {
-	for _, in := range []string{"", "UPPER/case", "nginx@sha256:abc", "a b", "nginx:tag with space"} {
+	for _, in := range []string{"", "UPPER/case", "nginx@sha256:abc", "a b", "nginx:tag with space", "https://example.com/x"} {
 		if got, err := Normalize(in); err == nil {
 			t.Errorf("Normalize(%q) = %q, want an error", in, got)
 		}
