@@ -423,5 +423,8 @@ func (b *isoBuild) writeHybridMBR(ctx context.Context) error {
 		{Index: 1, Name: "iso", Type: "0x17", Offset: 0, Size: res.Size, Used: volume, Filesystem: "iso9660"},
 		{Index: 2, Name: "efiboot", Type: "0xef", Offset: int64(res.EFILBA) * 2048, Size: int64(res.EFISectors) * 512, Used: b.efiSize, Filesystem: "vfat"},
 	}
+	if err := fixISOTimes(b.f, b.sum.Time); err != nil {
+		return fmt.Errorf("fixing ISO times: %w", err)
+	}
 	return nil
 }
