@@ -34,7 +34,8 @@ func newImageBuildCmd(s *streams) *cobra.Command {
 		Short: "Write boot media from a bundle's OS image: OUT.raw, OUT.qcow2, OUT.iso",
 		Long: `build verifies the bundle (and its signature with --key), takes its OS image
 (os.image in the bundle manifest), builds the root squashfs straight from the
-image's layers, and writes each format:
+image's layers plus the bundle's node files (each file with a target, e.g.
+kubelet at /usr/local/bin/kubelet), and writes each format:
 
   OUT.raw    GPT disk: EFI (systemd-boot, kernel, initramfs, --config),
              KPAAS-ROOT-A (root squashfs), KPAAS-ROOT-B (empty, A/B updates),
@@ -42,10 +43,11 @@ image's layers, and writes each format:
   OUT.qcow2  the same disk as qcow2
   OUT.iso    hybrid ISO (BIOS + UEFI, CD or USB stick), label KPAAS
 
-The OS image's layers are left out of KPAAS-BUNDLE (the root squashfs holds
-their content) unless --keep-os-layers. Nothing is written unless every
-format succeeds. SOURCE_DATE_EPOCH sets the media's one timestamp (default:
-the OS image's creation time); the raw and qcow2 images are reproducible.
+The OS image's layers and the node files' blobs are left out of KPAAS-BUNDLE
+(the root squashfs holds their content) unless --keep-os-layers. Nothing is
+written unless every format succeeds. SOURCE_DATE_EPOCH sets the media's one
+timestamp (default: the OS image's creation time); the raw and qcow2 images
+are reproducible.
 See docs/media.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -102,8 +104,28 @@ See docs/media.md.`,
 func printImageSummary(s *streams, sum *image.Summary) {
 	fmt.Fprintf(s.out, "os %s (%s), kernel %s\n", sum.OS, sum.OSDigest, sum.KernelRelease)
 	fmt.Fprintf(s.out, "root squashfs: %s (%d files, %s unpacked)\n", progress.Bytes(sum.Root.Size), sum.Root.Files, progress.Bytes(sum.Root.InputBytes))
+	if len(sum.NodeFiles) > 0 {
+		fmt.Fprintf(s.out, "node files in the root: %d\n", len(sum.NodeFiles))
+		for _, f := range sum.NodeFiles {
+			fmt.Fprintf(s.out, "  %s %-40s %10s  %s\n", f.Mode, f.Target, progress.Bytes(f.Size), strings.TrimSpace(f.Name+" "+f.Version))
+		}
+	}
+	if len(sum.NoTargetFiles) > 0 {
+		fmt.Fprintf(s.out, "not in the root (no target), only in the bundle: %s\n", strings.Join(sum.NoTargetFiles, ", "))
+	}
 	if len(sum.BundleOmitted) > 0 {
-		fmt.Fprintf(s.out, "bundle: %d OS layer blobs (%s) left out of KPAAS-BUNDLE; the root squashfs holds them\n", len(sum.BundleOmitted), progress.Bytes(sum.OmittedBytes))
+		omitted := map[string]bool{}
+		for _, h := range sum.BundleOmitted {
+			omitted[h] = true
+		}
+		files := 0
+		for _, f := range sum.NodeFiles {
+			if omitted[f.Digest] {
+				omitted[f.Digest], files = false, files+1 // a blob at two targets counts once
+			}
+		}
+		fmt.Fprintf(s.out, "bundle: %d OS layer and %d node file blobs (%s) left out of KPAAS-BUNDLE; the root squashfs holds them\n",
+			len(sum.BundleOmitted)-files, files, progress.Bytes(sum.OmittedBytes))
 	}
 	for _, o := range sum.Outputs {
 		fmt.Fprintf(s.out, "%s: %s, %s on disk, %s\n", o.Path, progress.Bytes(o.Size), progress.Bytes(o.Allocated), o.Duration.Round(time.Millisecond))

@@ -24,7 +24,6 @@ var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 const (
 	osRef      = "kpaas.local/os/test:1.0"
-	fileRef    = "kpaas.local/files/kubeadm:v1.30.2"
 	kernelPath = "boot/vmlinuz-6.1.0-test"
 )
 
@@ -40,12 +39,24 @@ type fixtureOptions struct {
 	kernel     string // the kernel annotation (default kernelPath)
 	sign       bool
 	annotation map[string]string
+	files      []testFile // the file artifacts (default: kubeadm)
 }
+
+// testFile is a file artifact of the test bundle; ref is
+// kpaas.local/files/NAME:VERSION.
+type testFile struct {
+	name, version, mode, target, data string
+}
+
+func (f testFile) ref() string { return "kpaas.local/files/" + f.name + ":" + f.version }
+
+var kubeadmFile = testFile{name: "kubeadm", version: "v1.30.2", mode: "0755", target: "/usr/bin/kubeadm", data: "#!/bin/kubeadm\n"}
 
 type fixture struct {
 	dir     string
 	pub     string // public key file when signed
 	layers  []v1.Hash
+	files   []v1.Hash // the files' blobs, in the order of fixtureOptions.files
 	osEntry v1.Descriptor
 }
 
@@ -104,7 +115,7 @@ func hostFile(p string) string {
 
 // newFixture writes a bundle with a synthetic OS image (kind os, two
 // layers: a base and a node layer with a whiteout and a device node) and
-// a host file artifact.
+// file artifacts (default: kubeadm, at /usr/bin/kubeadm).
 func newFixture(t testing.TB, fo fixtureOptions) *fixture {
 	t.Helper()
 	d, f, s := byte(tar.TypeDir), byte(tar.TypeReg), byte(tar.TypeSymlink)
@@ -165,16 +176,22 @@ func newFixture(t testing.TB, fo fixtureOptions) *fixture {
 	}
 	var entries []v1.Descriptor
 
-	// a host file
-	fileLayer := put([]byte("#!/bin/kubeadm\n"))
-	put(bundle.EmptyJSON)
-	fm, err := bundle.FileManifest(fileLayer, "kubeadm", "v1.30.2", "0755", "/usr/bin/kubeadm")
-	if err != nil {
-		t.Fatal(err)
+	// the host files
+	if fo.files == nil {
+		fo.files = []testFile{kubeadmFile}
 	}
-	fd := put(fm)
-	fd.MediaType = types.OCIManifestSchema1
-	entries = append(entries, bundle.Annotate(fd, bundle.KindFile, fileRef))
+	put(bundle.EmptyJSON)
+	for _, f := range fo.files {
+		fileLayer := put([]byte(f.data))
+		fx.files = append(fx.files, fileLayer.Digest)
+		fm, err := bundle.FileManifest(fileLayer, f.name, f.version, f.mode, f.target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd := put(fm)
+		fd.MediaType = types.OCIManifestSchema1
+		entries = append(entries, bundle.Annotate(fd, bundle.KindFile, f.ref()))
+	}
 
 	if !fo.noOS {
 		cfg := put([]byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))

@@ -1,9 +1,10 @@
 // Package image writes the boot media of a K-PaaS appliance from a bundle:
 // `kpaas image build`. It opens and verifies the bundle, reads its OS image
 // (the entry of kind "os": an OCI image whose layers are the root file
-// system), assembles the root squashfs straight from those layers, takes
-// the kernel, the initramfs and systemd-boot out of them, and hands a
-// disk.Layout to builder/disk for each format (raw, qcow2, ISO).
+// system), assembles the root squashfs straight from those layers and the
+// bundle's node files (file artifacts with a target: kubelet, containerd,
+// …), takes the kernel, the initramfs and systemd-boot out of them, and
+// hands a disk.Layout to builder/disk for each format (raw, qcow2, ISO).
 //
 // Build is a literal list of steps (see Build). Outputs appear only when
 // every format is written: they are made in a work folder beside the
@@ -60,8 +61,9 @@ type Options struct {
 	// DiskSize is the raw/qcow2 disk size (0: just large enough); the
 	// space after the layout is left for KPAAS-STATE to grow into.
 	DiskSize int64
-	// KeepOSLayers stores the OS image's layer blobs in KPAAS-BUNDLE too.
-	// By default they are left out: the root squashfs holds their content.
+	// KeepOSLayers stores the OS image's layer blobs and the blobs of the
+	// node files put into the root in KPAAS-BUNDLE too. By default they
+	// are left out: the root squashfs holds their content.
 	KeepOSLayers bool
 	// Cmdline is appended to the OS image's kernel command line.
 	Cmdline string
@@ -83,6 +85,8 @@ type Summary struct {
 	Cmdline       string        `json:"cmdline"` // of the disk's boot entry
 	Time          time.Time     `json:"time"`
 	Root          RootSummary   `json:"root"`
+	NodeFiles     []NodeFile    `json:"nodeFiles,omitempty"`     // file artifacts put into the root
+	NoTargetFiles []string      `json:"noTargetFiles,omitempty"` // file artifacts without a target: not in the root
 	BundleOmitted []string      `json:"bundleOmitted,omitempty"` // blobs left out of KPAAS-BUNDLE
 	OmittedBytes  int64         `json:"omittedBytes,omitempty"`
 	Outputs       []Output      `json:"outputs"`
@@ -135,6 +139,7 @@ func Build(ctx context.Context, o Options) (*Summary, error) {
 		{"verify", b.verify},     // every blob's digest, SHA256SUMS, the signature
 		{"os", b.findOS},         // the os entry, its manifest and annotations
 		{"layers", b.readLayers}, // the OS image's layers applied in memory (verified reads)
+		{"files", b.nodeFiles},   // the bundle's node files (kubelet, containerd, …) at their targets
 		{"boot", b.bootFiles},    // kernel, initramfs, systemd-boot, loader entries, config
 		{"squashfs", b.rootFS},   // the root squashfs, once for every format
 		{"bundle", b.bundleSet},  // what KPAAS-BUNDLE holds

@@ -101,12 +101,12 @@ func TestBuild(t *testing.T) {
 	if got := listDir(t, dir); got != "node.iso node.qcow2 node.raw" {
 		t.Errorf("output folder holds %q", got)
 	}
-	for _, phase := range []string{"phase verify (1/10): done", "phase layers (3/10)", "phase raw (7/10)", "phase qcow2 (8/10)", "phase iso (9/10)", "phase publish (10/10): done"} {
+	for _, phase := range []string{"phase verify (1/11): done", "phase layers (3/11)", "phase files (4/11): done", "phase raw (8/11)", "phase qcow2 (9/11)", "phase iso (10/11)", "phase publish (11/11): done"} {
 		if !strings.Contains(log.String(), phase) {
 			t.Errorf("no %q in the progress", phase)
 		}
 	}
-	if sum.OS != osRef || sum.KernelRelease != "6.1.0-test" || len(sum.Outputs) != 3 || len(sum.BundleOmitted) != 2 || sum.OmittedBytes == 0 {
+	if sum.OS != osRef || sum.KernelRelease != "6.1.0-test" || len(sum.Outputs) != 3 || len(sum.BundleOmitted) != 3 || sum.OmittedBytes == 0 || len(sum.NodeFiles) != 1 {
 		t.Errorf("summary %+v", sum)
 	}
 	if !strings.Contains(sum.Cmdline, "kpaas.root=KPAAS-ROOT-A") || !strings.Contains(sum.Cmdline, "console=ttyS0") {
@@ -127,10 +127,10 @@ func TestBuild(t *testing.T) {
 		t.Errorf("partitions %v (%s)", names, table.PartitionTable.Label)
 	}
 
-	// root: the layers applied, owners and device nodes kept
+	// root: the layers applied, owners and device nodes kept, kubeadm added
 	root, _ := partition(t, raw, table, disk.NameRootA)
 	ls := run(t, "unsquashfs", "-lln", root)
-	for _, want := range []string{"crw------- 0/0", "squashfs-root/dev/console", "-rwxr-xr-x 0/0", "squashfs-root/usr/bin/kpaas-agent",
+	for _, want := range []string{"crw------- 0/0", "squashfs-root/dev/console", "-rwxr-xr-x 0/0", "squashfs-root/usr/bin/kpaas-agent", "squashfs-root/usr/bin/kubeadm",
 		"-rw-r----- 0/0", "squashfs-root/etc/shadow", "squashfs-root/boot/kpaas/initramfs.cpio.zst", "squashfs-root/vmlinuz -> " + kernelPath} {
 		if !strings.Contains(ls, want) {
 			t.Errorf("root has no %q:\n%s", want, ls)
@@ -140,7 +140,7 @@ func TestBuild(t *testing.T) {
 		t.Error("root has the whited-out usr/lib/obsolete")
 	}
 
-	// bundle: everything but the OS image's layers
+	// bundle: everything but the OS image's layers and kubeadm's bytes
 	bund, _ := partition(t, raw, table, disk.NameBundle)
 	bl := run(t, "unsquashfs", "-l", bund)
 	for _, want := range []string{"squashfs-root/index.json", "squashfs-root/SHA256SUMS.sig", "squashfs-root/oci-layout", fx.osEntry.Digest.Hex} {
@@ -148,9 +148,9 @@ func TestBuild(t *testing.T) {
 			t.Errorf("bundle has no %q:\n%s", want, bl)
 		}
 	}
-	for _, h := range fx.layers {
+	for _, h := range append(fx.layers, fx.files...) {
 		if strings.Contains(bl, h.Hex) {
-			t.Errorf("bundle holds the OS layer %s", h)
+			t.Errorf("bundle holds the blob %s, whose content is in the root", h)
 		}
 	}
 

@@ -19,22 +19,27 @@ import (
 )
 
 // bundleSet decides what KPAAS-BUNDLE holds: the bundle's metadata files
-// and every blob index.json reaches, except (unless KeepOSLayers) the OS
-// image's layers that no other artifact uses: the root squashfs holds
-// their content already. Unreferenced blobs are left out, as export does.
+// and every blob index.json reaches, except (unless KeepOSLayers) the
+// blobs whose content the root squashfs holds already and that no other
+// artifact uses: the OS image's layers and the bytes of the node files
+// put at their targets. Unreferenced blobs are left out, as export does.
 func (b *build) bundleSet(ctx context.Context) error {
 	entries, err := b.store.Entries()
 	if err != nil {
 		return err
 	}
+	inRoot := map[string]bool{} // file artifacts in the root
+	for _, f := range b.sum.NodeFiles {
+		inRoot[f.Ref] = true
+	}
 	others := map[v1.Hash]bool{}
-	osBlobs := map[v1.Hash]int64{}
+	rootBlobs := map[v1.Hash]int64{}
 	for _, e := range entries {
 		err := b.store.Walk(e.Descriptor, func(n bundle.Node) error {
 			mt := string(n.Descriptor.MediaType)
 			layer := strings.Contains(mt, "layer") || strings.Contains(mt, "tar")
-			if e.Kind == bundle.KindOS && layer {
-				osBlobs[n.Descriptor.Digest] = n.Descriptor.Size
+			if e.Kind == bundle.KindOS && layer || e.Kind == bundle.KindFile && inRoot[e.Ref] && mt == bundle.FileLayerMediaType {
+				rootBlobs[n.Descriptor.Digest] = n.Descriptor.Size
 			} else {
 				others[n.Descriptor.Digest] = true
 			}
@@ -52,7 +57,7 @@ func (b *build) bundleSet(ctx context.Context) error {
 	for h := range others {
 		keep[blobRel(h)] = true
 	}
-	for h, size := range osBlobs {
+	for h, size := range rootBlobs {
 		if b.o.KeepOSLayers || others[h] {
 			keep[blobRel(h)] = true
 			continue

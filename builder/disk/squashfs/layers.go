@@ -38,9 +38,9 @@ const (
 // so files owned by root, setuid bits and device nodes are kept exactly
 // while an ordinary user builds the image.
 //
-// ReadLayers makes a Tree; Open reads a file of it (e.g. the kernel),
-// Write and WriteFile make its squashfs image, as many times as wanted;
-// Close removes the spool. Memory: about 200 bytes per entry.
+// ReadLayers makes a Tree; AddFile puts more files in it; Open reads a
+// file of it (e.g. the kernel), Write and WriteFile make its squashfs
+// image, as many times as wanted; Close removes the spool. Memory: about 200 bytes per entry.
 type Tree struct {
 	root  *lnode
 	spool *os.File
@@ -415,4 +415,119 @@ func (t *Tree) nodes(sc *scanner) *node {
 		return n
 	}
 	return conv(t.root, "/", nil)
+}
+
+// AddFile puts a regular file into the tree after its layers, as a last
+// layer with one entry would, but more strictly. hdr.Name is the path
+// (slash-separated, from the root; a leading "/" is allowed), hdr.Mode the
+// permission bits (07777), hdr.Uid, hdr.Gid and hdr.ModTime its owner and
+// time, hdr.Size the length of r's content, which is spooled as layer
+// files are; hdr.Typeflag is TypeReg or unset.
+//
+// Missing parent folders are made (0755, root, hdr.ModTime). Symlinks
+// among the parents are followed inside the tree, as the node's kernel
+// would follow them: on a merged-/usr image, /bin/x lands in /usr/bin/x.
+// The file replaces a file, device node or symlink of that name (not a
+// symlink to a folder). It never replaces a folder nor goes through a
+// parent that is not a folder: that is an error, and so is an error from
+// r (a verifying reader's digest mismatch) or a content that is not
+// hdr.Size bytes; after an error the tree is as it was.
+func (t *Tree) AddFile(hdr *tar.Header, r io.Reader) error {
+	p := clean(hdr.Name)
+	dir, base := path.Split(p)
+	dir = strings.TrimSuffix(dir, "/")
+	switch {
+	case p == "":
+		return errors.New("adding a file: no name")
+	case hdr.Typeflag != tar.TypeReg && hdr.Typeflag != 0: // 0: unset
+		return fmt.Errorf("adding /%s: tar type %q is not a regular file", p, hdr.Typeflag)
+	case strings.HasPrefix(base, whiteoutPrefix):
+		return fmt.Errorf("adding /%s: names starting with %s are OCI whiteouts", p, whiteoutPrefix)
+	}
+	mtime := max(hdr.ModTime.Unix(), 0)
+	// check first, spool next, change the tree last: an error changes nothing
+	real, _, err := t.walkDir(dir, false, mtime)
+	if err != nil {
+		return fmt.Errorf("adding /%s: %w", p, err)
+	}
+	full := path.Join(real, base)
+	if old := t.lookup(full); old != nil && old.ino.kind == typeDir {
+		return fmt.Errorf("adding /%s: it would replace the folder /%s", p, full)
+	} else if old != nil && old.ino.kind == typeSymlink {
+		if n, err := t.resolve(full); err == nil && n.ino.kind == typeDir {
+			return fmt.Errorf("adding /%s: it would replace /%s, a symlink to a folder", p, full)
+		}
+	}
+	if _, err := t.spool.Seek(t.end, io.SeekStart); err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(t.spool, 1<<20)
+	n, err := io.Copy(w, r)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("adding /%s: %w", p, err)
+	}
+	if n != hdr.Size {
+		return fmt.Errorf("adding /%s: %d bytes of content, header says %d", p, n, hdr.Size)
+	}
+	ino := &linode{kind: typeFile, perm: uint16(hdr.Mode & 0o7777), uid: uint32(hdr.Uid), gid: uint32(hdr.Gid),
+		mtime: mtime, size: n, off: t.end}
+	t.end += n
+	_, parent, _ := t.walkDir(dir, true, mtime) // the same walk: it cannot fail now
+	parent.children[base] = &lnode{name: base, layer: t.layer, ino: ino}
+	return nil
+}
+
+// walkDir walks the folder dir from the root, following symlinks (at most
+// 40), and returns its path without symlinks and its node. Missing folders
+// are made (0755, root, mtime) with create, else walked through as empty
+// folders that are not added to the tree.
+func (t *Tree) walkDir(dir string, create bool, mtime int64) (string, *lnode, error) {
+	newDir := func(name string) *lnode {
+		return &lnode{name: name, layer: t.layer, children: map[string]*lnode{},
+			ino: &linode{kind: typeDir, perm: 0o755, mtime: mtime}}
+	}
+	var names []string // the real path walked so far
+	cur, hops := t.root, 0
+	parts := strings.Split(dir, "/")
+	for len(parts) > 0 {
+		part := parts[0]
+		parts = parts[1:]
+		switch part {
+		case "", ".":
+			continue
+		case "..":
+			if len(names) > 0 {
+				names = names[:len(names)-1]
+				if cur = t.lookup(strings.Join(names, "/")); cur == nil { // not made (!create)
+					cur = newDir(names[len(names)-1])
+				}
+			}
+			continue
+		}
+		next := cur.children[part]
+		switch {
+		case next == nil:
+			next = newDir(part)
+			if create {
+				cur.children[part] = next
+			}
+		case next.ino.kind == typeSymlink:
+			if hops++; hops > 40 {
+				return "", nil, errors.New("too many levels of symbolic links")
+			}
+			if strings.HasPrefix(next.ino.target, "/") {
+				names, cur = nil, t.root
+			}
+			parts = append(strings.Split(next.ino.target, "/"), parts...)
+			continue
+		case next.ino.kind != typeDir:
+			return "", nil, fmt.Errorf("/%s is not a folder", path.Join(append(names, part)...))
+		}
+		names = append(names, part)
+		cur = next
+	}
+	return strings.Join(names, "/"), cur, nil
 }

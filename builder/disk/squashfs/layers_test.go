@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -388,5 +389,102 @@ func TestExclude(t *testing.T) {
 	}
 	if st.Files != 5 {
 		t.Errorf("%d files, want 5", st.Files)
+	}
+}
+
+// TestAddFile: files added over the layers, as the image build adds the
+// bundle's node files.
+func TestAddFile(t *testing.T) {
+	need(t, "unsquashfs")
+	tree := readTree(t, testLayers(t))
+	mtime := epoch.Add(-time.Hour)
+	add := func(name string, mode int64, uid int, data string) error {
+		return tree.AddFile(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Uid: uid, Gid: uid,
+			Size: int64(len(data)), ModTime: mtime}, strings.NewReader(data))
+	}
+	big := randomString(200_000)
+	for _, f := range []struct {
+		name string
+		mode int64
+		uid  int
+		data string
+	}{
+		{"/usr/local/bin/kubelet", 0o755, 0, big},                    // parents made
+		{"/etc/replaced", 0o600, 0, "from the bundle"},               // replaces a lower file
+		{"boot/vmlinuz", 0o644, 0, "not a symlink any more"},         // replaces a symlink
+		{"/lib/modules-load.d/k8s.conf", 0o644, 0, "br_netfilter\n"}, // through the symlink lib -> usr/lib
+		{"/home/user/owned", 0o4750, 1000, "setuid, uid 1000"},
+	} {
+		if err := add(f.name, f.mode, f.uid, f.data); err != nil {
+			t.Fatalf("%s: %v", f.name, err)
+		}
+	}
+	// refused, and the tree stays as it was
+	for name, want := range map[string]string{
+		"/usr/bin":            "would replace the folder /usr/bin",
+		"/lib":                "would replace /lib, a symlink to a folder",
+		"/bin/sh/x":           "/bin/sh is not a folder",
+		"/new/dir/.wh.passwd": "whiteouts",
+		"/":                   "no name",
+	} {
+		if err := add(name, 0o644, 0, "x"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q in it", name, err, want)
+		}
+	}
+	if err := tree.AddFile(&tar.Header{Name: "/new/short", Mode: 0o644, Size: 10}, strings.NewReader("5 byt")); err == nil {
+		t.Error("a short content was accepted")
+	}
+	if err := tree.AddFile(&tar.Header{Name: "/new/bad", Mode: 0o644, Size: 1}, io.MultiReader(strings.NewReader("x"), errReader{})); err == nil || !strings.Contains(err.Error(), "digest") {
+		t.Errorf("a failing reader: %v", err)
+	}
+	if err := tree.AddFile(&tar.Header{Typeflag: tar.TypeSymlink, Name: "/new/link", Linkname: "x"}, strings.NewReader("")); err == nil {
+		t.Error("a symlink was added")
+	}
+
+	img := filepath.Join(t.TempDir(), "root.sqfs")
+	if _, err := tree.WriteFile(context.Background(), img, Options{ModTime: epoch}); err != nil {
+		t.Fatal(err)
+	}
+	ls := longListing(t, img)
+	for p, w := range map[string]string{
+		"usr/local":                       "drwxr-xr-x 0/0",
+		"usr/local/bin":                   "drwxr-xr-x 0/0",
+		"usr/local/bin/kubelet":           "-rwxr-xr-x 0/0",
+		"etc/replaced":                    "-rw------- 0/0",
+		"etc/hard":                        "-rw-r--r-- 0/0", // the other files untouched
+		"boot/vmlinuz":                    "-rw-r--r-- 0/0",
+		"lib":                             "lrwxrwxrwx 0/0 -> usr/lib",
+		"usr/lib/modules-load.d/k8s.conf": "-rw-r--r-- 0/0",
+		"home/user/owned":                 "-rwsr-x--- 1000/1000",
+		"bin/sh":                          "-rwxr-xr-x 0/0",
+	} {
+		if ls[p] != w {
+			t.Errorf("%s: %q, want %q", p, ls[p], w)
+		}
+	}
+	for p := range ls {
+		if strings.HasPrefix(p, "new") {
+			t.Errorf("%s is in the image; only failed adds named it", p)
+		}
+	}
+
+	out := filepath.Join(t.TempDir(), "x")
+	run(t, "unsquashfs", "-no-xattrs", "-d", out, img, "etc", "usr", "boot")
+	for p, w := range map[string]string{
+		"usr/local/bin/kubelet": big, "etc/replaced": "from the bundle", "boot/vmlinuz": "not a symlink any more",
+		"usr/lib/modules-load.d/k8s.conf": "br_netfilter\n", "usr/lib/big": randomString(300_000), "etc/hard": "root:x:0:0",
+	} {
+		b, err := os.ReadFile(filepath.Join(out, p))
+		if err != nil || string(b) != w {
+			t.Errorf("%s: %d bytes (%v), want %d", p, len(b), err, len(w))
+		}
+	}
+	for _, p := range []string{"usr/local/bin/kubelet", "usr/local/bin"} {
+		if fi, err := os.Stat(filepath.Join(out, p)); err != nil || !fi.ModTime().Equal(mtime) {
+			t.Errorf("%s: mtime %v (%v), want %v", p, fi.ModTime(), err, mtime)
+		}
+	}
+	if r, err := tree.Open("/lib/modules-load.d/k8s.conf"); err != nil || r.Size() != int64(len("br_netfilter\n")) {
+		t.Errorf("Open of an added file: %v", err)
 	}
 }
