@@ -50,6 +50,7 @@ var media struct {
 	sync.Mutex
 	built           bool
 	raw, qcow2, iso string
+	bundle, config  string // the baked bundle and the cluster config on the media
 }
 
 var mediaDir string
@@ -135,6 +136,7 @@ images:
 		}
 	}
 	t.Logf("media written in %s; disk command line: %s", time.Since(start).Round(100*time.Millisecond), sum.Cmdline)
+	media.bundle, media.config = bdir, config
 	media.built = true
 }
 
@@ -345,4 +347,127 @@ func TestMediaISOUSBUEFI(t *testing.T) {
 	buildMedia(t)
 	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
 		vm.WithFirmware(vm.OVMF), vm.WithUSBDisk(media.iso))
+}
+
+// TestMediaISOInstall installs from the ISO onto an empty disk and boots
+// the disk: an unattended installer ISO (`--install auto`, the same
+// bundle and config) boots under SeaBIOS from CD, kpaas-init picks the
+// only empty disk, writes the ISO's install plan onto it, reads it back,
+// grows KPAAS-STATE to the disk's end and reboots (QEMU runs with
+// -no-reboot, so it exits). The disk then holds the raw image's ESP, root
+// and bundle byte for byte, passes sfdisk --verify, and boots alone under
+// OVMF to the agent. Booting the installer again with that disk in boots
+// the installed system instead of installing twice.
+func TestMediaISOInstall(t *testing.T) {
+	vm.Need(t, "qemu-system-x86_64", "sfdisk")
+	buildMedia(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	sum, err := image.Build(ctx, image.Options{Bundle: media.bundle, Out: filepath.Join(dir, "installer"), Config: media.config,
+		Formats: []disk.Format{disk.ISO}, Install: "auto", Progress: progress.New(testWriter{t})})
+	if err != nil {
+		t.Fatalf("image build --install auto: %v", err)
+	}
+	iso, plan := sum.Outputs[0].Path, sum.Outputs[0].Install
+	t.Logf("installer ISO %d MiB; its plan writes %d MiB onto a disk of at least %d MiB", sum.Outputs[0].Size>>20, plan.Bytes>>20, plan.DiskSize>>20)
+
+	// an empty disk, 1 GiB larger than the image
+	target := filepath.Join(dir, "target.raw")
+	size := plan.DiskSize + 1<<30
+	if err := os.WriteFile(target, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(target, size); err != nil {
+		t.Fatal(err)
+	}
+	writable := vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw", "-boot", "order=d")
+
+	v := vm.Start(t, vm.WithCDROM(iso), writable)
+	v.Expect(`ISOLINUX`, bootTimeout)
+	v.Expect(`kpaas-init: install: writing [\d.]+ [MG]iB onto /dev/vda`, bootTimeout)
+	v.Expect(`kpaas-init: install: verifying 100%`, bootTimeout)
+	v.Expect(`kpaas-init: install: KPAAS-STATE spans 1\.\d GiB to the end of /dev/vda`, bootTimeout)
+	_, at := v.Expect(`kpaas-init: install: /dev/vda installed and verified \(disk `+plan.DiskGUID+`\); rebooting`, bootTimeout)
+	if err := v.Exited(time.Minute); err != nil {
+		t.Fatalf("QEMU after the installer's reboot: %v", err)
+	}
+	t.Logf("installed after %.1fs", at.Seconds())
+
+	out, err := exec.Command("sfdisk", "--verify", target).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "No errors detected") {
+		t.Errorf("sfdisk --verify of the installed disk: %v\n%s", err, out)
+	}
+	sameRegions(t, media.raw, target, "EFI", "KPAAS-ROOT-A", "KPAAS-BUNDLE")
+
+	// the installed disk alone, under UEFI
+	v = vm.Start(t, vm.WithFirmware(vm.OVMF), vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw"))
+	for _, m := range []string{`BdsDxe: starting`, `kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`, agentConfig} {
+		v.Expect(m, bootTimeout)
+	}
+	_, at = v.Expect(agentReady, bootTimeout)
+	t.Logf("the installed disk: agent ready after %.1fs", at.Seconds())
+	v.Stop()
+
+	// the installer again, with the installed disk in
+	v = vm.Start(t, vm.WithCDROM(iso), writable)
+	v.Expect(`kpaas-init: install: /dev/vda carries this installation already`, bootTimeout)
+	v.Expect(`kpaas-init: switching root`, bootTimeout)
+	v.Expect(agentReady, bootTimeout)
+}
+
+// sameRegions compares the named GPT partitions' used bytes of two disks
+// (the used size is the first disk's squashfs or the whole ESP).
+func sameRegions(t *testing.T, want, got string, names ...string) {
+	t.Helper()
+	out, err := exec.Command("sfdisk", "--json", want).Output()
+	if err != nil {
+		t.Fatalf("sfdisk --json %s: %v", want, err)
+	}
+	var pt struct {
+		PartitionTable struct {
+			Partitions []struct {
+				Start, Size int64
+				Name        string
+			}
+		}
+	}
+	if err := json.Unmarshal(out, &pt); err != nil {
+		t.Fatal(err)
+	}
+	a, err := os.Open(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := os.Open(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, name := range names {
+		found := false
+		for _, p := range pt.PartitionTable.Partitions {
+			if p.Name != name {
+				continue
+			}
+			found = true
+			n := p.Size * 512
+			if name != "EFI" { // the squashfs's own size
+				sb := make([]byte, 48)
+				a.ReadAt(sb, p.Start*512)
+				n = int64(binary.LittleEndian.Uint64(sb[40:]))
+			}
+			x, y := make([]byte, n), make([]byte, n)
+			a.ReadAt(x, p.Start*512)
+			b.ReadAt(y, p.Start*512)
+			if string(x) != string(y) {
+				t.Errorf("installed %s differs from the raw image's (%d bytes)", name, n)
+			} else {
+				t.Logf("installed %s equals the raw image's (%d bytes)", name, n)
+			}
+		}
+		if !found {
+			t.Errorf("%s has no partition %s", want, name)
+		}
+	}
 }

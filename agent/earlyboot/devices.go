@@ -54,6 +54,7 @@ type Device struct {
 	PartN    int    // partition number, 0 for a disk
 	PartName string // the GPT partition name (PARTNAME)
 	Size     int64  // bytes
+	ReadOnly bool   // sysfs ro
 	FS       FS     // filled by probing /dev/<Name>
 }
 
@@ -92,6 +93,9 @@ func Scan(sysRoot string) ([]Device, error) {
 		if b, err := os.ReadFile(filepath.Join(dir, e.Name(), "size")); err == nil {
 			n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 			d.Size = n * 512
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name(), "ro")); err == nil {
+			d.ReadOnly = strings.TrimSpace(string(b)) == "1"
 		}
 		out = append(out, d)
 	}

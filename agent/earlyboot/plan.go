@@ -16,6 +16,9 @@ type Config struct {
 	Modules []string      // kpaas.modules=a,b: more modules to load
 	Debug   bool          // kpaas.debug: print every step
 	Init    string        // init=: what to run after the switch (default /sbin/init)
+	// Install (kpaas.install=/dev/X, or auto: the only empty disk) writes
+	// the ISO's disk image onto a disk, verifies it and reboots.
+	Install string
 }
 
 // ParseCmdline reads the kpaas options from a kernel command line.
@@ -39,6 +42,15 @@ func ParseCmdline(s string) (Config, error) {
 				if m != "" {
 					c.Modules = append(c.Modules, m)
 				}
+			}
+		case "kpaas.install":
+			switch {
+			case v == "" || v == InstallAuto:
+				c.Install = InstallAuto
+			case strings.HasPrefix(v, "/dev/"):
+				c.Install = v
+			default:
+				return c, fmt.Errorf("kpaas.install=%q: want auto or a disk such as /dev/sda", v)
 			}
 		case "kpaas.debug":
 			c.Debug = true

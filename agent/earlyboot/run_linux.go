@@ -66,16 +66,25 @@ func boolFlag(b bool) uintptr {
 // failure (after the switch, the process is the OS's init).
 func (m *Machine) Boot(ctx context.Context) error {
 	var found Found
+	var devs []Device
 	var plan []Step
-	phases := []struct {
+	type phase struct {
 		name string
 		run  func() error
-	}{
-		{"modules", m.loadModules},
-		{"devices", func() (err error) { found, err = m.waitDevices(ctx); return err }},
-		{"plan", func() (err error) { plan, err = Plan(found, m.Config); return err }},
-		{"mounts", func() error { return m.perform(plan) }},
 	}
+	phases := []phase{
+		{"modules", m.loadModules},
+		{"devices", func() (err error) { found, devs, err = m.waitDevices(ctx); return err }},
+	}
+	if m.Config.Install != "" {
+		// writes the disk and reboots; returns only when the disk is
+		// installed already (or this is not the ISO): the boot goes on
+		phases = append(phases, phase{"install", func() error { return m.install(ctx, devs, found) }})
+	}
+	phases = append(phases,
+		phase{"plan", func() (err error) { plan, err = Plan(found, m.Config); return err }},
+		phase{"mounts", func() error { return m.perform(plan) }},
+	)
 	for i, p := range phases {
 		t := time.Now()
 		if err := p.run(); err != nil {
@@ -162,12 +171,12 @@ func loadModule(path string) error {
 
 // waitDevices scans the block devices until the media are complete or the
 // wait is over; devices appear while their drivers probe.
-func (m *Machine) waitDevices(ctx context.Context) (Found, error) {
+func (m *Machine) waitDevices(ctx context.Context) (Found, []Device, error) {
 	deadline := time.Now().Add(m.Config.Wait)
 	for {
 		devs, err := Scan("/sys")
 		if err != nil {
-			return Found{}, err
+			return Found{}, nil, err
 		}
 		FillPartNames(devs, func(disk string) (io.ReaderAt, func(), error) {
 			f, err := os.Open("/dev/" + disk)
@@ -190,14 +199,14 @@ func (m *Machine) waitDevices(ctx context.Context) (Found, error) {
 			for _, d := range devs {
 				m.debugf("device %s disk=%s part=%d name=%q fs=%s label=%q", d.Name, d.Disk, d.PartN, d.PartName, d.FS.Type, d.FS.Label)
 			}
-			return found, nil
+			return found, devs, nil
 		}
 		if time.Now().After(deadline) {
-			return Found{}, fmt.Errorf("%w (after %s; devices: %s)", err, m.Config.Wait, describe(devs))
+			return Found{}, nil, fmt.Errorf("%w (after %s; devices: %s)", err, m.Config.Wait, describe(devs))
 		}
 		select {
 		case <-ctx.Done():
-			return Found{}, ctx.Err()
+			return Found{}, nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -94,8 +94,9 @@ See docs/media.md.`,
 	f.StringVar(&opts.Config, "config", "", "cluster configuration file, put on the ESP at /kpaas/cluster.yaml")
 	f.StringVar(&keyPath, "key", "", "ed25519 public key (PEM) that must have signed the bundle")
 	f.StringVar(&size, "disk-size", "", "raw/qcow2 disk size, e.g. 20G (default: just large enough; KPAAS-STATE grows into the rest)")
-	f.BoolVar(&opts.KeepOSLayers, "keep-os-layers", false, "store the OS image's layers in KPAAS-BUNDLE too")
+	f.BoolVar(&opts.KeepOSLayers, "keep-os-layers", false, "store the OS image's layers and the node files put into the root in KPAAS-BUNDLE too")
 	f.StringVar(&opts.Cmdline, "cmdline", "", "kernel arguments appended to the OS image's command line")
+	f.StringVar(&opts.Install, "install", "", "make the ISO an unattended installer onto this disk (auto: the only empty disk, or e.g. /dev/sda)")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON on stdout")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only errors and the summary")
 	return cmd
@@ -135,6 +136,10 @@ func printImageSummary(s *streams, sum *image.Summary) {
 				fs = "blank"
 			}
 			fmt.Fprintf(s.out, "  %d %-13s %-8s %10s  used %s\n", p.Index, p.Name, fs, progress.Bytes(p.Size), progress.Bytes(p.Used))
+		}
+		if in := o.Install; in != nil {
+			fmt.Fprintf(s.out, "  install: writes %s onto a disk of at least %s (disk %s, %d extents)\n",
+				progress.Bytes(in.Bytes), progress.Bytes(in.DiskSize), in.DiskGUID, in.Extents)
 		}
 	}
 	fmt.Fprintf(s.out, "done in %s\n", sum.Duration.Round(time.Millisecond))

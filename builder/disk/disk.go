@@ -196,6 +196,12 @@ type Layout struct {
 	// Cmdline is the kernel command line of the ISO's isolinux entries
 	// (UEFI entries live in the loader entries of ESP/ISOESP).
 	Cmdline string
+	// ISOInstall is the target of the ISO's isolinux "install" entry
+	// (kpaas.install=; default auto, the only empty disk).
+	ISOInstall string
+	// ISOInstallDefault makes "install" the isolinux default: an
+	// unattended installer.
+	ISOInstallDefault bool
 }
 
 // Errors callers can branch on (wrapped, with details).
@@ -219,6 +225,9 @@ type options struct {
 	progress func(Progress)
 	syslinux *Syslinux
 	keepTmp  bool
+	// planOnly: the raw writer leaves the payload images out (holes), for
+	// the install plan, which refers to them instead.
+	planOnly bool
 }
 
 // WithSeed sets the seed the disk, partition and volume identifiers are
@@ -261,16 +270,17 @@ func (o *options) report(phase string) func(done, total int64) {
 
 // Summary describes a written image.
 type Summary struct {
-	Format     Format        `json:"format"`
-	Path       string        `json:"path"`
-	Size       int64         `json:"size"`      // apparent file size
-	Allocated  int64         `json:"allocated"` // bytes the file occupies on disk (holes excluded)
-	DiskGUID   string        `json:"diskGUID,omitempty"`
-	Partitions []Partition   `json:"partitions,omitempty"`
-	Files      []File        `json:"files,omitempty"` // ISO: the files of the image
-	Time       time.Time     `json:"time"`
-	Steps      []Step        `json:"steps"`
-	Duration   time.Duration `json:"durationNs"`
+	Format     Format          `json:"format"`
+	Path       string          `json:"path"`
+	Size       int64           `json:"size"`      // apparent file size
+	Allocated  int64           `json:"allocated"` // bytes the file occupies on disk (holes excluded)
+	DiskGUID   string          `json:"diskGUID,omitempty"`
+	Partitions []Partition     `json:"partitions,omitempty"`
+	Files      []File          `json:"files,omitempty"`   // ISO: the files of the image
+	Install    *InstallSummary `json:"install,omitempty"` // ISO: the disk its install entry writes
+	Time       time.Time       `json:"time"`
+	Steps      []Step          `json:"steps"`
+	Duration   time.Duration   `json:"durationNs"`
 }
 
 // Partition describes one partition of a raw or qcow2 image.
@@ -283,6 +293,14 @@ type Partition struct {
 	Size       int64  `json:"size"`
 	Used       int64  `json:"used"`       // bytes of content
 	Filesystem string `json:"filesystem"` // vfat, squashfs, or "" (blank)
+}
+
+// InstallSummary describes the ISO's install plan.
+type InstallSummary struct {
+	DiskSize int64  `json:"diskSize"` // the least target disk size
+	DiskGUID string `json:"diskGUID"`
+	Extents  int    `json:"extents"`
+	Bytes    int64  `json:"bytes"` // written by an install
 }
 
 // File is one file of an ISO.

@@ -64,14 +64,34 @@ func (s Syslinux) check() error {
 	return nil
 }
 
-// IsolinuxConfig is the isolinux.cfg of the ISO: "live" (the default) runs
-// the system from the ISO, "install" adds InstallArg.
-func IsolinuxConfig(cmdline string) string {
+// IsolinuxConfig is the isolinux.cfg of the ISO: "live" runs the system
+// from the ISO, "install" adds kpaas.install=TARGET (InstallArg: auto, the
+// only empty disk). The default is live, or install when installDefault
+// (an unattended installer); the prompt waits 3 seconds for another
+// choice.
+func IsolinuxConfig(cmdline, target string, installDefault bool) string {
 	entry := func(label, extra string) string {
 		args := strings.TrimSpace(cmdline + " " + extra)
 		return fmt.Sprintf("label %s\n  kernel %s\n  initrd %s\n  append %s\n", label, KernelPath, InitrdPath, args)
 	}
-	return "default live\nprompt 0\ntimeout 0\n\n" + entry("live", "") + "\n" + entry("install", InstallArg)
+	def := "live"
+	if installDefault {
+		def = "install"
+	}
+	arg := InstallArgFor(target)
+	return fmt.Sprintf("default %s\nprompt 1\ntimeout 30\n", def) +
+		"say K-PaaS: type 'live' to run from this medium, 'install' to write it onto the disk (" + arg + ").\n" +
+		"say Starting '" + def + "' in 3 seconds.\n\n" +
+		entry("live", "") + "\n" + entry("install", arg)
+}
+
+// InstallArgFor is the kernel argument that installs onto target (a
+// device path, or "" / "auto" for the only empty disk).
+func InstallArgFor(target string) string {
+	if target == "" {
+		return InstallArg
+	}
+	return "kpaas.install=" + target
 }
 
 // WriteISO writes l as a hybrid ISO 9660 image (Rock Ridge, El Torito for
@@ -126,6 +146,7 @@ func (b *isoBuild) run(ctx context.Context) (*Summary, error) {
 		{"stage", b.stageBoot},       // isolinux, its config, kernel, initrd
 		{"root", b.stageRoot},        // /kpaas/root.squashfs
 		{"bundle", b.stageBundle},    // /kpaas/bundle.squashfs
+		{"install", b.stagePlan},     // /kpaas/install: the disk the install entry writes
 		{"efiboot", b.stageEFIBoot},  // FAT image with the ESP files
 		{"iso", b.writeISO},          // ISO 9660 + Rock Ridge + El Torito
 		{"hybrid", b.writeHybridMBR}, // MBR for USB sticks, padding
@@ -192,7 +213,7 @@ func (b *isoBuild) stageBoot(ctx context.Context) error {
 	}{
 		{isolinuxDir + "/isolinux.bin", FromFile(b.sl.ISOLinux)},
 		{isolinuxDir + "/ldlinux.c32", FromFile(b.sl.LDLinux)},
-		{isolinuxDir + "/isolinux.cfg", FromBytes([]byte(IsolinuxConfig(b.l.Cmdline)))},
+		{isolinuxDir + "/isolinux.cfg", FromBytes([]byte(IsolinuxConfig(b.l.Cmdline, b.l.ISOInstall, b.l.ISOInstallDefault)))},
 		{KernelPath, b.l.Kernel},
 		{InitrdPath, b.l.Initrd},
 	} {
@@ -270,6 +291,32 @@ func (b *isoBuild) stageRoot(ctx context.Context) (err error) {
 func (b *isoBuild) stageBundle(ctx context.Context) (err error) {
 	b.bund, err = b.stagePayload(ctx, ISOBundlePath, "bundle", b.l.Bundle, squashfs.None)
 	return err
+}
+
+// stagePlan stages the install plan: the raw disk image, described by the
+// ISO's own files (internal/diskplan), which kpaas-init writes onto the
+// target disk in install mode.
+func (b *isoBuild) stagePlan(ctx context.Context) error {
+	if err := b.mkdir(filepath.ToSlash(filepath.Dir(ISOPlanPath))); err != nil {
+		return err
+	}
+	rel := func(p string) string { return strings.TrimPrefix(p, "/") }
+	blob := b.path(ISOPlanBlob)
+	b.created = append(b.created, blob)
+	plan, err := installPlan(ctx, *b.l, b.o,
+		planFile{rel(ISORootPath), b.path(ISORootPath)},
+		planFile{rel(ISOBundlePath), b.path(ISOBundlePath)},
+		[]planFile{{rel(KernelPath), b.path(KernelPath)}, {rel(InitrdPath), b.path(InitrdPath)}},
+		b.stage+".plan.raw", blob)
+	if err != nil {
+		return err
+	}
+	b.created = append(b.created, b.path(ISOPlanPath))
+	if err := writePlan(plan, b.path(ISOPlanPath)); err != nil {
+		return err
+	}
+	b.sum.Install = &InstallSummary{DiskSize: plan.DiskSize, DiskGUID: plan.DiskGUID, Extents: len(plan.Extents), Bytes: plan.Bytes()}
+	return nil
 }
 
 func (b *isoBuild) stageEFIBoot(ctx context.Context) error {
@@ -393,6 +440,9 @@ func (b *isoBuild) writeISO(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("writing ISO 9660: %w", err)
 	}
+	if err := fixISOTimes(b.f, b.sum.Time); err != nil {
+		return fmt.Errorf("fixing ISO times: %w", err)
+	}
 	return nil
 }
 
@@ -422,9 +472,6 @@ func (b *isoBuild) writeHybridMBR(ctx context.Context) error {
 	b.sum.Partitions = []Partition{
 		{Index: 1, Name: "iso", Type: "0x17", Offset: 0, Size: res.Size, Used: volume, Filesystem: "iso9660"},
 		{Index: 2, Name: "efiboot", Type: "0xef", Offset: int64(res.EFILBA) * 2048, Size: int64(res.EFISectors) * 512, Used: b.efiSize, Filesystem: "vfat"},
-	}
-	if err := fixISOTimes(b.f, b.sum.Time); err != nil {
-		return fmt.Errorf("fixing ISO times: %w", err)
 	}
 	return nil
 }

@@ -119,6 +119,10 @@ func placePayload(ctx context.Context, f *os.File, off, limit int64, what string
 	if limit > 0 && n > limit {
 		return placed{}, fmt.Errorf("%s: image %s is %d bytes, partition of %d bytes %w", what, p.Image, n, limit, ErrTooSmall)
 	}
+	if o.planOnly {
+		// a plan needs where the image goes, not its bytes
+		return placed{used: n, mkfs: si.mkfsTime, elapsed: time.Since(start)}, nil
+	}
 	if err := copySparse(ctx, f, off, src, n, o.report(what)); err != nil {
 		return placed{}, fmt.Errorf("copying %s image %s: %w", what, p.Image, err)
 	}

@@ -90,7 +90,7 @@ func TestISO(t *testing.T) {
 		"-extract", ISOEFIBootPath, filepath.Join(x, "efiboot.img"),
 		"-extract", ISORootPath, filepath.Join(x, "root.squashfs"))
 	cfg, _ := os.ReadFile(filepath.Join(x, "isolinux.cfg"))
-	if string(cfg) != IsolinuxConfig(l.Cmdline) || !strings.Contains(string(cfg), "append console=ttyS0 quiet kpaas.install=auto") {
+	if string(cfg) != IsolinuxConfig(l.Cmdline, "", false) || !strings.Contains(string(cfg), "append console=ttyS0 quiet kpaas.install=auto") {
 		t.Errorf("isolinux.cfg:\n%s", cfg)
 	}
 	// the EFI image: clean FAT with the boot loader, its entries and the kernel

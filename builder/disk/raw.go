@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"maps"
 	"os"
@@ -247,9 +248,12 @@ func (b *rawBuild) finish(ctx context.Context) error {
 				return err
 			}
 		}
-		for _, p := range []Partition{b.rootA, b.bundle} {
-			if err := hashSquashfs(h, b.f, p.Offset); err != nil {
-				return fmt.Errorf("%s: %w", p.Name, err)
+		for _, p := range []struct {
+			part Partition
+			pl   Payload
+		}{{b.rootA, b.l.Root}, {b.bundle, b.l.Bundle}} {
+			if err := b.hashPayload(h, p.part, p.pl); err != nil {
+				return fmt.Errorf("%s: %w", p.part.Name, err)
 			}
 		}
 		seed = hex.EncodeToString(h.Sum(nil))
@@ -286,4 +290,18 @@ func (b *rawBuild) finish(ctx context.Context) error {
 	}
 	b.sum.DiskGUID = table.GUID
 	return nil
+}
+
+// hashPayload feeds the identity of the squashfs in partition p to h: from
+// the image itself when the payload was left out (planOnly).
+func (b *rawBuild) hashPayload(h hash.Hash, p Partition, pl Payload) error {
+	if !b.o.planOnly || pl.Image == "" {
+		return hashSquashfs(h, b.f, p.Offset)
+	}
+	f, err := os.Open(pl.Image)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return hashSquashfs(h, f, 0)
 }

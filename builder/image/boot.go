@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"strings"
 
 	"kpaas.dev/appliance/builder/disk"
@@ -47,6 +48,10 @@ func (b *build) bootFiles(ctx context.Context) error {
 	}
 
 	title := "K-PaaS " + b.osEntry.Ref
+	isoDefault := path.Base(EntryPath)
+	if b.o.Install != "" { // an unattended installer
+		isoDefault = path.Base(InstallPath)
+	}
 	live := strings.Join(strings.Fields(m.cmdline+" "+b.o.Cmdline), " ")
 	installed := strings.Join(strings.Fields(m.cmdline+" kpaas.root="+disk.NameRootA+" "+b.o.Cmdline), " ")
 	b.sum.Cmdline = installed
@@ -59,13 +64,15 @@ func (b *build) bootFiles(ctx context.Context) error {
 			EntryPath:      disk.FromBytes(loaderEntry(title, b.sum.KernelRelease, installed)),
 		},
 		ISOESP: map[string]disk.Source{
-			LoaderConfPath: disk.FromBytes([]byte("default kpaas.conf\ntimeout 3\neditor no\n")),
+			LoaderConfPath: disk.FromBytes([]byte("default " + isoDefault + "\ntimeout 3\neditor no\n")),
 			EntryPath:      disk.FromBytes(loaderEntry(title+" (live)", b.sum.KernelRelease, live)),
-			InstallPath:    disk.FromBytes(loaderEntry(title+" (install to disk)", b.sum.KernelRelease, live+" "+disk.InstallArg)),
+			InstallPath:    disk.FromBytes(loaderEntry(title+" (install to disk)", b.sum.KernelRelease, live+" "+disk.InstallArgFor(b.o.Install))),
 		},
-		Root:    disk.Payload{Image: b.path("root.squashfs")},
-		Sizes:   disk.Sizes{Disk: b.o.DiskSize},
-		Cmdline: live,
+		Root:              disk.Payload{Image: b.path("root.squashfs")},
+		Sizes:             disk.Sizes{Disk: b.o.DiskSize},
+		Cmdline:           live,
+		ISOInstall:        b.o.Install,
+		ISOInstallDefault: b.o.Install != "",
 	}
 	if b.o.Config != "" {
 		b.layout.ESP[ConfigPath] = disk.FromFile(b.o.Config)

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"kpaas.dev/appliance/builder/disk"
@@ -67,6 +68,11 @@ type Options struct {
 	KeepOSLayers bool
 	// Cmdline is appended to the OS image's kernel command line.
 	Cmdline string
+	// Install makes the ISO an unattended installer: its default entry
+	// installs onto this disk ("auto": the only empty disk, or a device
+	// such as /dev/sda). Empty: the ISO runs live by default and offers
+	// "install" (auto) in its menus.
+	Install string
 	// Time is the one timestamp of the media (default: SOURCE_DATE_EPOCH,
 	// else the OS image's creation time, else the Unix epoch).
 	Time time.Time
@@ -110,7 +116,9 @@ type Output struct {
 	Allocated  int64            `json:"allocated"`
 	DiskGUID   string           `json:"diskGUID,omitempty"`
 	Partitions []disk.Partition `json:"partitions,omitempty"`
-	Duration   time.Duration    `json:"duration"`
+	// Install is the disk the ISO's install entry writes.
+	Install  *disk.InstallSummary `json:"install,omitempty"`
+	Duration time.Duration        `json:"duration"`
 }
 
 // ErrNoOS is returned (wrapped) for a bundle without an OS image.
@@ -195,6 +203,9 @@ func (o *Options) check() error {
 		} else if !fi.Mode().IsRegular() {
 			errs = append(errs, fmt.Errorf("config: %s is not a regular file", o.Config))
 		}
+	}
+	if o.Install != "" && o.Install != "auto" && !strings.HasPrefix(o.Install, "/dev/") {
+		errs = append(errs, fmt.Errorf("install target %q: want auto or a disk such as /dev/sda", o.Install))
 	}
 	if o.DiskSize < 0 {
 		errs = append(errs, fmt.Errorf("disk size %d is negative", o.DiskSize))

@@ -235,6 +235,20 @@ func (v *VM) Stop() {
 	<-v.done
 }
 
+// Exited waits for QEMU to exit by itself (it runs with -no-reboot, so a
+// guest's reboot ends it) and returns its exit error; it fails the test
+// when the timeout passes first.
+func (v *VM) Exited(timeout time.Duration) error {
+	v.t.Helper()
+	select {
+	case <-v.done:
+		return v.err
+	case <-time.After(timeout):
+		v.t.Fatalf("QEMU still running after %s", timeout)
+		return nil
+	}
+}
+
 // Dir is the VM's folder (serial.log, monitor.sock, OVMF_VARS.fd).
 func (v *VM) Dir() string { return v.dir }
 
