@@ -259,22 +259,7 @@ func TestMediaRawGrowOnce(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "No errors detected") || strings.Contains(string(out), "mismatch") {
 		t.Errorf("sfdisk --verify after the first boot: %v\n%s", err, out)
 	}
-	out, err = exec.Command("sfdisk", "--json", raw).Output()
-	if err != nil {
-		t.Fatalf("sfdisk --json: %v", err)
-	}
-	var pt struct {
-		PartitionTable struct {
-			Partitions []struct {
-				Start, Size int64
-				Name        string
-			}
-		}
-	}
-	if err := json.Unmarshal(out, &pt); err != nil {
-		t.Fatal(err)
-	}
-	ps := pt.PartitionTable.Partitions
+	ps := sfdiskParts(t, raw)
 	if len(ps) != 5 || ps[4].Name != "KPAAS-STATE" || ps[4].Start+ps[4].Size != size/512-33 {
 		t.Fatalf("after the first boot sfdisk reads %+v; want KPAAS-STATE to end at sector %d", ps, size/512-34)
 	}
@@ -419,21 +404,7 @@ func TestMediaISOInstall(t *testing.T) {
 // (the used size is the first disk's squashfs or the whole ESP).
 func sameRegions(t *testing.T, want, got string, names ...string) {
 	t.Helper()
-	out, err := exec.Command("sfdisk", "--json", want).Output()
-	if err != nil {
-		t.Fatalf("sfdisk --json %s: %v", want, err)
-	}
-	var pt struct {
-		PartitionTable struct {
-			Partitions []struct {
-				Start, Size int64
-				Name        string
-			}
-		}
-	}
-	if err := json.Unmarshal(out, &pt); err != nil {
-		t.Fatal(err)
-	}
+	parts := sfdiskParts(t, want)
 	a, err := os.Open(want)
 	if err != nil {
 		t.Fatal(err)
@@ -446,7 +417,7 @@ func sameRegions(t *testing.T, want, got string, names ...string) {
 	defer b.Close()
 	for _, name := range names {
 		found := false
-		for _, p := range pt.PartitionTable.Partitions {
+		for _, p := range parts {
 			if p.Name != name {
 				continue
 			}
@@ -470,4 +441,24 @@ func sameRegions(t *testing.T, want, got string, names ...string) {
 			t.Errorf("%s has no partition %s", want, name)
 		}
 	}
+}
+
+// part is a GPT partition as sfdisk reads it (sectors).
+type part struct {
+	Start, Size int64
+	Name        string
+}
+
+// sfdiskParts reads a disk image's partitions with sfdisk --json.
+func sfdiskParts(t *testing.T, disk string) []part {
+	t.Helper()
+	out, err := exec.Command("sfdisk", "--json", disk).Output()
+	if err != nil {
+		t.Fatalf("sfdisk --json %s: %v", disk, err)
+	}
+	var pt struct{ PartitionTable struct{ Partitions []part } }
+	if err := json.Unmarshal(out, &pt); err != nil {
+		t.Fatal(err)
+	}
+	return pt.PartitionTable.Partitions
 }

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"kpaas.dev/appliance/builder/disk/internal/zero"
 	"kpaas.dev/appliance/internal/diskplan"
 )
@@ -232,11 +234,8 @@ func fileSHA256(p string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hashing %s: %w", p, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	h, _, err := v1.SHA256(f)
+	return h.Hex, err
 }
 
 func sortExtents(e []diskplan.Extent) {
