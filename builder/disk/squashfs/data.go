@@ -2,6 +2,7 @@ package squashfs
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +19,9 @@ type writer struct {
 	opts        *Options
 	pos         int64
 	total, done int64
+	// frags is the fragment table: one 16-byte entry per fragment block,
+	// in the order the blocks were written (which is their index)
+	frags []byte
 }
 
 func (w *writer) put(b []byte) error {
@@ -31,8 +35,36 @@ func (w *writer) put(b []byte) error {
 	return nil
 }
 
-// block is one data block on its way from the reader through a compressing
-// worker to the writer, which takes blocks in the order they were read.
+// putTable writes a lookup table (ids, fragments): entries, whose size
+// divides the metadata block size, in metadata blocks, then the index of
+// those blocks' positions. It returns the position of the index, which is
+// what the superblock points at.
+func (w *writer) putTable(c compressor, entries []byte) (uint64, error) {
+	m := &metaWriter{c: c}
+	var starts []uint64
+	for i := 0; i < len(entries); i += metaSize {
+		b, _ := m.pos()
+		starts = append(starts, uint64(w.pos)+uint64(b))
+		m.write(entries[i:min(i+metaSize, len(entries))])
+	}
+	blocks, err := m.finish()
+	if err != nil {
+		return 0, err
+	}
+	if err := w.put(blocks); err != nil {
+		return 0, err
+	}
+	at := uint64(w.pos)
+	var index []byte
+	for _, s := range starts {
+		index = binary.LittleEndian.AppendUint64(index, s)
+	}
+	return at, w.put(index)
+}
+
+// block is one data block, or one fragment block (f is nil), on its way
+// from the reader through a compressing worker to the writer, which takes
+// blocks in the order they were read.
 type block struct {
 	f     *node
 	first bool
@@ -42,7 +74,19 @@ type block struct {
 	done  chan struct{}
 }
 
-// writeData writes the blocks of every regular file, in tree order.
+// writeData writes the blocks of every regular file, in tree order, and
+// the fragment blocks that hold the files' tails.
+//
+// One reader goroutine walks the files in order: it cuts each file into
+// full blocks and, unless Options.NoFragments, copies the tail (the last
+// size % BlockSize bytes, so all of a file smaller than a block) into the
+// fragment block being filled. When a tail does not fit, that fragment
+// block is sealed and queued like a data block, and the tail starts the
+// next one. Workers compress blocks in any order; the writer takes them
+// in the reader's order. So fragment numbers, offsets and every position
+// follow the file order alone, whatever the number of workers: a file's
+// data blocks stay contiguous (its tail comes after them), and a fragment
+// block lands between two files' data.
 func (w *writer) writeData(ctx context.Context, root *node) error {
 	bs := w.opts.BlockSize
 	workers := w.opts.Workers
@@ -75,10 +119,16 @@ func (w *writer) writeData(ctx context.Context, root *node) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			if b.first {
-				b.f.start = uint64(w.pos)
+			if b.f == nil { // a fragment block
+				w.frags = binary.LittleEndian.AppendUint64(w.frags, uint64(w.pos))
+				w.frags = binary.LittleEndian.AppendUint32(w.frags, b.size)
+				w.frags = binary.LittleEndian.AppendUint32(w.frags, 0) // unused
+			} else {
+				if b.first {
+					b.f.start = uint64(w.pos)
+				}
+				b.f.blocks = append(b.f.blocks, b.size)
 			}
-			b.f.blocks = append(b.f.blocks, b.size)
 			switch {
 			case b.size == 0:
 				b.f.sparse += uint64(len(b.raw))
@@ -103,31 +153,65 @@ func (w *writer) writeData(ctx context.Context, root *node) error {
 	g.Go(func() error { // reader
 		defer close(work)
 		defer close(order)
-		return walkFiles(root, func(n *node) error {
+		send := func(b *block) error {
+			select {
+			case order <- b:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case work <- b:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return nil
+		}
+		var frag []byte // the fragment block being filled
+		var fragIndex uint32
+		err := walkFiles(root, func(n *node) error {
 			f, err := n.open()
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			for off := int64(0); off < n.size; off += int64(bs) {
-				buf := pool.Get().([]byte)[:min(int64(bs), n.size-off)]
+			full, tail := n.size, int64(0)
+			if !w.opts.NoFragments {
+				tail = n.size % int64(bs)
+				full -= tail
+			}
+			for off := int64(0); off < full; off += int64(bs) {
+				buf := pool.Get().([]byte)[:min(int64(bs), full-off)]
 				if _, err := io.ReadFull(f, buf); err != nil {
 					return fmt.Errorf("reading %s (did it change while packing?): %w", n.path, err)
 				}
-				b := &block{f: n, first: off == 0, raw: buf, done: make(chan struct{})}
-				select {
-				case order <- b:
-				case <-ctx.Done():
-					return ctx.Err()
+				if err := send(&block{f: n, first: off == 0, raw: buf, done: make(chan struct{})}); err != nil {
+					return err
 				}
-				select {
-				case work <- b:
-				case <-ctx.Done():
-					return ctx.Err()
+			}
+			if tail == 0 {
+				return nil
+			}
+			if frag != nil && len(frag)+int(tail) > bs {
+				if err := send(&block{raw: frag, done: make(chan struct{})}); err != nil {
+					return err
 				}
+				frag = nil
+				fragIndex++
+			}
+			if frag == nil {
+				frag = pool.Get().([]byte)[:0]
+			}
+			n.frag, n.fragOffset, n.inFragment = fragIndex, uint32(len(frag)), true
+			frag = frag[:len(frag)+int(tail)]
+			if _, err := io.ReadFull(f, frag[n.fragOffset:]); err != nil {
+				return fmt.Errorf("reading %s (did it change while packing?): %w", n.path, err)
 			}
 			return nil
 		})
+		if err == nil && frag != nil {
+			err = send(&block{raw: frag, done: make(chan struct{})})
+		}
+		return err
 	})
 	return g.Wait()
 }
@@ -158,8 +242,11 @@ func walkFiles(n *node, fn func(*node) error) error {
 	return nil
 }
 
+// compressBlock sets the block's size word and compressed bytes. An
+// all-zero data block becomes a hole (size 0); a fragment block is never
+// a hole, as the format has no such thing: its zeros are compressed.
 func compressBlock(c compressor, b *block) {
-	if zero.Is(b.raw) {
+	if b.f != nil && zero.Is(b.raw) {
 		b.size = 0
 		return
 	}

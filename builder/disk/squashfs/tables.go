@@ -111,20 +111,24 @@ func (t *tables) writeInode(n *node) error {
 			b = le.AppendUint32(b, noXattr)
 		}
 	case typeFile:
+		frag, fragOffset := uint32(noFragment), uint32(0)
+		if n.inFragment {
+			frag, fragOffset = n.frag, n.fragOffset
+		}
 		if n.nlink > 1 || n.start > math.MaxUint32 || n.size > math.MaxUint32 {
 			header(typeLFile)
 			b = le.AppendUint64(b, n.start)
 			b = le.AppendUint64(b, uint64(n.size))
 			b = le.AppendUint64(b, n.sparse)
 			b = le.AppendUint32(b, n.nlink)
-			b = le.AppendUint32(b, noFragment)
-			b = le.AppendUint32(b, 0)
+			b = le.AppendUint32(b, frag)
+			b = le.AppendUint32(b, fragOffset)
 			b = le.AppendUint32(b, noXattr)
 		} else {
 			header(typeFile)
 			b = le.AppendUint32(b, uint32(n.start))
-			b = le.AppendUint32(b, noFragment)
-			b = le.AppendUint32(b, 0)
+			b = le.AppendUint32(b, frag)
+			b = le.AppendUint32(b, fragOffset)
 			b = le.AppendUint32(b, uint32(n.size))
 		}
 		for _, s := range n.blocks {

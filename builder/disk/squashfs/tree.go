@@ -49,10 +49,15 @@ type node struct {
 	spool io.ReaderAt
 	off   int64
 
-	// data, filled while writing file blocks
-	start  uint64
-	blocks []uint32
-	sparse uint64
+	// data, filled while writing file blocks: the data blocks, and the
+	// fragment block (its index) and offset in it of the tail when
+	// inFragment
+	start      uint64
+	blocks     []uint32
+	sparse     uint64
+	frag       uint32
+	fragOffset uint32
+	inFragment bool
 
 	// inode reference, filled when the inode is written
 	ref     uint64
