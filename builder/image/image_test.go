@@ -262,6 +262,8 @@ func TestBadInput(t *testing.T) {
 		}, want: "signature"},
 		{name: "missing config", fixture: good, opts: func(o *Options) { o.Config = "/nonexistent/cluster.yaml" }, want: "config"},
 		{name: "not a bundle", fixture: &fixture{dir: t.TempDir()}, want: "not an OCI layout"},
+		{name: "install target", fixture: good, opts: func(o *Options) { o.Install = "sda" },
+			want: `install target "sda": want auto or a disk such as /dev/sda`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
