@@ -26,6 +26,12 @@ import (
 //
 // Nothing else in the image depends on the clock. Path tables, the El Torito
 // boot record and catalog and the boot info table carry no dates.
+//
+// Rock Ridge PX entries carry the staged files' owners and modes: the
+// building user's and umask's. The post-pass sets them as xorriso -r does,
+// so the image does not depend on who built it: owner and group 0, read
+// for everyone, execute for everyone where anyone had it (and on
+// folders), no write bits; symlinks keep their mode.
 
 // isoImage is an ISO 9660 image being fixed: an *os.File will do.
 type isoImage interface {
@@ -75,16 +81,53 @@ func fixISOTimes(f isoImage, t time.Time) error {
 	if err != nil {
 		return err
 	}
-	dates, err := isoDates(f)
+	w, err := walkISO(f)
 	if err != nil {
 		return err
 	}
-	for _, d := range dates {
+	for _, d := range w.dates {
 		if _, err := f.WriteAt(enc[d.kind], d.off); err != nil {
 			return fmt.Errorf("writing the %s date: %w", d.where, err)
 		}
 	}
+	for _, px := range w.owners {
+		// mode, then (past the link count) uid and gid, both byte orders
+		if _, err := f.WriteAt(bothEndian(rationalMode(px.mode)), px.off+4); err != nil {
+			return fmt.Errorf("writing the %s mode: %w", px.where, err)
+		}
+		if _, err := f.WriteAt(make([]byte, 16), px.off+20); err != nil {
+			return fmt.Errorf("writing the %s owner: %w", px.where, err)
+		}
+	}
 	return nil
+}
+
+// isoPX is a Rock Ridge PX entry of an image.
+type isoPX struct {
+	off   int64 // of the entry
+	mode  uint32
+	where string
+}
+
+// rationalMode is a PX mode as xorriso -r makes it.
+func rationalMode(m uint32) uint32 {
+	const typeMask, dir, symlink = 0o170000, 0o040000, 0o120000
+	switch m & typeMask {
+	case symlink:
+		return m
+	case dir:
+		return dir | 0o555
+	}
+	perm := uint32(0o444)
+	if m&0o111 != 0 {
+		perm |= 0o111
+	}
+	return m&typeMask | perm
+}
+
+func bothEndian(v uint32) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, v)
+	return binary.BigEndian.AppendUint32(b, v)
 }
 
 // isoDateBytes encodes t in each date format. The expiration date is "not
@@ -106,6 +149,16 @@ func isoDateBytes(t time.Time) ([numISODateKind][]byte, error) {
 
 // isoDates finds every date field of the image in r, without writing.
 func isoDates(r io.ReaderAt) ([]isoDate, error) {
+	w, err := walkISO(r)
+	if err != nil {
+		return nil, err
+	}
+	return w.dates, nil
+}
+
+// walkISO finds every date field and Rock Ridge PX entry of the image in
+// r, without writing.
+func walkISO(r io.ReaderAt) (*isoWalker, error) {
 	w := &isoWalker{r: r, seenCE: map[int64]bool{}}
 	primary := false
 	for i := int64(0); ; i++ {
@@ -135,7 +188,7 @@ func isoDates(r io.ReaderAt) ([]isoDate, error) {
 			if !primary {
 				return nil, fmt.Errorf("no primary volume descriptor before the terminator in sector %d", sector)
 			}
-			return w.dates, nil
+			return w, nil
 		default:
 			return nil, fmt.Errorf("sector %d: unknown volume descriptor type %d", sector, typ)
 		}
@@ -146,6 +199,7 @@ func isoDates(r io.ReaderAt) ([]isoDate, error) {
 type isoWalker struct {
 	r      io.ReaderAt
 	dates  []isoDate
+	owners []isoPX
 	seenCE map[int64]bool
 
 	// of the volume being walked
@@ -344,6 +398,15 @@ func (w *isoWalker) systemUse(area []byte, off int64, where string, hops int) er
 				return fmt.Errorf("%s: CE entry of %d bytes, want 28", where, l)
 			}
 			ce = e
+		case "PX":
+			if l != 36 && l != 44 {
+				return fmt.Errorf("%s: PX entry of %d bytes, want 36 or 44", where, l)
+			}
+			mode, ok := bothEndian32(e[4:12])
+			if !ok {
+				return fmt.Errorf("%s: the two byte orders of its PX mode differ", where)
+			}
+			w.owners = append(w.owners, isoPX{off: off + int64(p), mode: mode, where: where + " PX"})
 		case "TF":
 			if l < 5 {
 				return fmt.Errorf("%s: TF entry of %d bytes", where, l)

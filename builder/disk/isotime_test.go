@@ -50,6 +50,7 @@ func TestISOReproducible(t *testing.T) {
 	}
 
 	checkISODates(t, memISO(a), sum.Time, 20)
+	checkISOOwners(t, memISO(a), 10)
 	checkISOTree(t, outs[0], sum.Time, "/kpaas/vmlinuz", "/kpaas/initrd.img", ISORootPath, ISOBundlePath,
 		"/isolinux/isolinux.bin", "/isolinux/ldlinux.c32", "/isolinux/isolinux.cfg", "/isolinux/boot.cat", ISOEFIBootPath)
 	xorrisoReads(t, outs[0], sum.Time, true)
@@ -74,6 +75,7 @@ func TestFixISOTimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkISOOwners(t, memISO(readBytes(t, img)), 10)
 	dates := checkISODates(t, memISO(readBytes(t, img)), when, 30)
 	var svd, deep bool
 	for _, d := range dates {
@@ -315,6 +317,16 @@ func xorrisoReads(t *testing.T, img string, when time.Time, elTorito bool) {
 	if strings.Count(ls, "\n") < 5 {
 		t.Errorf("xorriso -find / -exec lsdl lists little:\n%s", ls)
 	}
+	// owners and modes as xorriso -r makes them
+	for _, l := range strings.Split(ls, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 || !strings.HasSuffix(l, "'") || f[0][0] == 'l' {
+			continue
+		}
+		if f[2] != "0" || f[3] != "0" || strings.Contains(f[0], "w") {
+			t.Errorf("xorriso lists %s", l)
+		}
+	}
 	enc, _ := isoDateBytes(when)
 	pvd := run(t, "xorriso", "-indev", img, "-pvd_info")
 	for _, want := range []string{"Creation Time: " + string(enc[isoLongDate][:16]),
@@ -371,4 +383,28 @@ func firstDiff(a, b []byte) string {
 		}
 	}
 	return fmt.Sprintf("sizes %d and %d", len(a), len(b))
+}
+
+// checkISOOwners wants at least min Rock Ridge PX entries, each with owner
+// and group 0 and a mode as xorriso -r makes it (no write bits).
+func checkISOOwners(t *testing.T, r io.ReaderAt, min int) {
+	t.Helper()
+	w, err := walkISO(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.owners) < min {
+		t.Fatalf("%d PX entries, want at least %d", len(w.owners), min)
+	}
+	for _, px := range w.owners {
+		e := make([]byte, 36)
+		if _, err := r.ReadAt(e, px.off); err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := bothEndian32(e[20:28])
+		gid, _ := bothEndian32(e[28:36])
+		if uid != 0 || gid != 0 || rationalMode(px.mode) != px.mode || (px.mode&0o170000 != 0o120000 && px.mode&0o222 != 0) {
+			t.Errorf("%s: uid %d gid %d mode %o", px.where, uid, gid, px.mode)
+		}
+	}
 }
