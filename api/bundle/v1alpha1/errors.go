@@ -1,64 +1,14 @@
 package v1alpha1
 
-import (
-	"fmt"
-	"strings"
-)
+import "kpaas.dev/appliance/api/internal/problem"
 
-// Problem is one thing wrong with a manifest.
-type Problem struct {
-	// Path locates the offending field, e.g. "charts[2].version";
-	// "" means the document as a whole.
-	Path string `json:"path"`
-	// Line and Column are 1-based positions in the manifest file. They are
-	// 0 when the Bundle was not parsed from a file.
-	Line   int `json:"line"`
-	Column int `json:"column"`
-	// Message says what is wrong, in lower case, e.g. "required".
-	Message string `json:"message"`
-}
-
-// String formats p as "line:col: path: message", leaving out what is unknown.
-func (p Problem) String() string {
-	var b strings.Builder
-	if p.Line > 0 {
-		fmt.Fprintf(&b, "%d:%d: ", p.Line, p.Column)
-	}
-	if p.Path != "" {
-		b.WriteString(p.Path)
-		b.WriteString(": ")
-	}
-	b.WriteString(p.Message)
-	return b.String()
-}
+// Problem is one thing wrong with a manifest: its field path, its position
+// in the manifest file (0 when not parsed from a file) and a message.
+type Problem = problem.Problem
 
 // ValidationError lists every problem found in a manifest. Parse, Load and
 // Validate return it; callers that want the individual problems (for JSON
-// output, say) use errors.As.
-type ValidationError struct {
-	// File is the manifest's file name as given to Parse, or "".
-	File     string
-	Problems []Problem
-}
-
-// Error prints one line per problem, each prefixed with the file name:
+// output, say) use errors.As. Error prints one line per problem:
 //
 //	bundles/x.yaml:12:5: charts[2].version: required
-func (e *ValidationError) Error() string {
-	var b strings.Builder
-	for i, p := range e.Problems {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		if e.File != "" {
-			b.WriteString(e.File)
-			if p.Line > 0 {
-				b.WriteByte(':')
-			} else {
-				b.WriteString(": ")
-			}
-		}
-		b.WriteString(p.String())
-	}
-	return b.String()
-}
+type ValidationError = problem.ValidationError

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+
+	"kpaas.dev/appliance/api/internal/problem"
 )
 
 var (
@@ -16,39 +18,12 @@ var (
 	word       = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 )
 
-// Problem is one thing wrong with a definition.
-type Problem struct {
-	// Path locates the field, e.g. "packages[3]"; "" is the whole document.
-	Path    string `json:"path"`
-	Message string `json:"message"`
-}
-
-func (p Problem) String() string {
-	if p.Path == "" {
-		return p.Message
-	}
-	return p.Path + ": " + p.Message
-}
+// Problem is one thing wrong with a definition: its field path (e.g.
+// "packages[3]"; "" is the whole document) and a message.
+type Problem = problem.Problem
 
 // ValidationError lists every problem found in a definition.
-type ValidationError struct {
-	File     string
-	Problems []Problem
-}
-
-func (e *ValidationError) Error() string {
-	var b strings.Builder
-	for i, p := range e.Problems {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		if e.File != "" {
-			b.WriteString(e.File + ": ")
-		}
-		b.WriteString(p.String())
-	}
-	return b.String()
-}
+type ValidationError = problem.ValidationError
 
 type problems []Problem
 
