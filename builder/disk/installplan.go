@@ -94,12 +94,7 @@ func installPlan(ctx context.Context, l Layout, o *options, root, bundle planFil
 	bw := &blobWriter{w: blob}
 	// The start of the disk to the end of the ESP, and the backup GPT.
 	for _, r := range [][2]int64{{0, esp.Offset + esp.Size}, {state.Offset + state.Size, sum.Size}} {
-		buf := make([]byte, r[1]-r[0])
-		if _, err := f.ReadAt(buf, r[0]); err != nil && err != io.EOF {
-			blob.Close()
-			return nil, err
-		}
-		ext, err := describe(buf, r[0], files, bw)
+		ext, err := describe(f, r[0], r[1], files, bw)
 		if err != nil {
 			blob.Close()
 			return nil, err
@@ -116,51 +111,50 @@ func installPlan(ctx context.Context, l Layout, o *options, root, bundle planFil
 	return plan, nil
 }
 
-// describe turns buf (the disk's bytes at base) into extents: files found
-// whole in it (at a sector boundary) refer to the ISO's copy, non-zero
-// sectors go into the blob, zero runs are zero extents.
-func describe(buf []byte, base int64, files []planFile, bw *blobWriter) ([]diskplan.Extent, error) {
+// describe turns the disk's bytes from lo to hi (sector-aligned) into
+// extents: files found whole there (at a sector boundary) refer to the
+// ISO's copy, non-zero sectors go into the blob, zero runs are zero
+// extents. It reads the disk a chunk at a time.
+func describe(r io.ReaderAt, lo, hi int64, files []planFile, bw *blobWriter) ([]diskplan.Extent, error) {
 	var out []diskplan.Extent
-	taken := make([]bool, (len(buf)+sector-1)/sector)
+	taken := make([]bool, (hi-lo+sector-1)/sector)
 	for _, pf := range files {
-		data, err := os.ReadFile(pf.path)
+		e, ok, err := findFile(r, lo, hi, pf)
 		if err != nil {
 			return nil, err
 		}
-		at := findAligned(buf, data)
-		if at < 0 || len(data) < mergeGap {
+		if !ok {
 			continue // small or scattered: the blob takes it
 		}
-		sum := sha256.Sum256(data)
-		out = append(out, diskplan.Extent{Offset: base + int64(at), Size: int64(len(data)), File: pf.iso, SHA256: hex.EncodeToString(sum[:])})
-		// the file's last sector may be shared with what follows: keep it
-		// for the blob unless the file fills it
-		n := len(data) / sector
-		for i := at / sector; i < at/sector+n; i++ {
+		for i := (e.Offset - lo) / sector; i < (e.End()-lo)/sector; i++ {
 			taken[i] = true
 		}
-		if rem := len(data) % sector; rem != 0 {
-			out[len(out)-1].Size -= int64(rem)
-			out[len(out)-1].SHA256 = hex.EncodeToString(sha(data[:len(data)-rem]))
-		}
+		out = append(out, e)
 	}
 	// runs of untaken sectors: data or zeros
 	type run struct {
-		start, end int // sectors
+		start, end int64 // sectors
 		zero       bool
 	}
 	var runs []run
-	for i := 0; i < len(taken); i++ {
-		if taken[i] {
-			continue
+	buf := make([]byte, mib)
+	for off := lo; off < hi; off += mib {
+		n := min(mib, hi-off)
+		if err := readFull(r, buf[:n], off); err != nil {
+			return nil, err
 		}
-		lo, hi := i*sector, min((i+1)*sector, len(buf))
-		z := zero.Is(buf[lo:hi])
-		if n := len(runs); n > 0 && runs[n-1].end == i && runs[n-1].zero == z {
-			runs[n-1].end = i + 1
-			continue
+		for s := int64(0); s < n; s += sector {
+			i := (off - lo + s) / sector
+			if taken[i] {
+				continue
+			}
+			z := zero.Is(buf[s:min(s+sector, n)])
+			if k := len(runs); k > 0 && runs[k-1].end == i && runs[k-1].zero == z {
+				runs[k-1].end = i + 1
+				continue
+			}
+			runs = append(runs, run{i, i + 1, z})
 		}
-		runs = append(runs, run{i, i + 1, z})
 	}
 	// short zero runs between data join the data
 	var merged []run
@@ -170,45 +164,101 @@ func describe(buf []byte, base int64, files []planFile, bw *blobWriter) ([]diskp
 		if short {
 			r.zero = false
 		}
-		if n := len(merged); n > 0 && merged[n-1].end == r.start && merged[n-1].zero == r.zero {
-			merged[n-1].end = r.end
+		if k := len(merged); k > 0 && merged[k-1].end == r.start && merged[k-1].zero == r.zero {
+			merged[k-1].end = r.end
 			continue
 		}
 		merged = append(merged, r)
 	}
-	for _, r := range merged {
-		lo, hi := r.start*sector, min(r.end*sector, len(buf))
-		e := diskplan.Extent{Offset: base + int64(lo), Size: int64(hi - lo)}
-		if !r.zero {
-			off, err := bw.add(buf[lo:hi])
-			if err != nil {
-				return nil, err
+	for _, m := range merged {
+		from, to := lo+m.start*sector, min(lo+m.end*sector, hi)
+		e := diskplan.Extent{Offset: from, Size: to - from}
+		if !m.zero {
+			h := sha256.New()
+			e.File, e.FileOffset = strings.TrimPrefix(ISOPlanBlob, "/"), bw.off
+			for at := from; at < to; at += mib {
+				n := min(mib, to-at)
+				if err := readFull(r, buf[:n], at); err != nil {
+					return nil, err
+				}
+				h.Write(buf[:n])
+				if _, err := bw.add(buf[:n]); err != nil {
+					return nil, err
+				}
 			}
-			e.File, e.FileOffset, e.SHA256 = strings.TrimPrefix(ISOPlanBlob, "/"), off, hex.EncodeToString(sha(buf[lo:hi]))
+			e.SHA256 = hex.EncodeToString(h.Sum(nil))
 		}
 		out = append(out, e)
 	}
 	return out, nil
 }
 
-// findAligned finds data in buf at a sector boundary, or returns -1.
-func findAligned(buf, data []byte) int {
-	if len(data) == 0 {
-		return -1
+// findFile looks for the file pf, whole, at a sector boundary between lo
+// and hi of r. The extent it returns covers the file's whole sectors: a
+// last partial sector may share its bytes with what follows, so the blob
+// keeps it. Files smaller than mergeGap are not looked for.
+func findFile(r io.ReaderAt, lo, hi int64, pf planFile) (diskplan.Extent, bool, error) {
+	src, err := os.Open(pf.path)
+	if err != nil {
+		return diskplan.Extent{}, false, err
 	}
-	head := data[:min(len(data), 4096)]
-	for from := 0; from < len(buf); {
-		i := bytes.Index(buf[from:], head)
-		if i < 0 {
-			return -1
-		}
-		at := from + i
-		if at%sector == 0 && at+len(data) <= len(buf) && bytes.Equal(buf[at:at+len(data)], data) {
-			return at
-		}
-		from = at + 1
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return diskplan.Extent{}, false, err
 	}
-	return -1
+	size := fi.Size()
+	if size < mergeGap {
+		return diskplan.Extent{}, false, nil
+	}
+	head := make([]byte, sector)
+	if err := readFull(src, head, 0); err != nil {
+		return diskplan.Extent{}, false, err
+	}
+	buf := make([]byte, mib)
+	for off := lo; off+size <= hi; off += mib {
+		n := min(mib, hi-off)
+		if err := readFull(r, buf[:n], off); err != nil {
+			return diskplan.Extent{}, false, err
+		}
+		for s := int64(0); s+sector <= n && off+s+size <= hi; s += sector {
+			if !bytes.Equal(buf[s:s+sector], head) {
+				continue
+			}
+			whole := size - size%sector
+			digest, same, err := compareAt(r, off+s, src, size, whole)
+			if err != nil {
+				return diskplan.Extent{}, false, err
+			}
+			if same {
+				return diskplan.Extent{Offset: off + s, Size: whole, File: pf.iso, SHA256: digest}, true, nil
+			}
+		}
+	}
+	return diskplan.Extent{}, false, nil
+}
+
+// compareAt reports whether the size bytes of src are at off in r, and
+// the SHA-256 of their first whole bytes.
+func compareAt(r io.ReaderAt, off int64, src io.ReaderAt, size, whole int64) (string, bool, error) {
+	a, b := make([]byte, mib), make([]byte, mib)
+	h := sha256.New()
+	for pos := int64(0); pos < size; pos += mib {
+		n := min(mib, size-pos)
+		if err := readFull(r, a[:n], off+pos); err != nil {
+			return "", false, err
+		}
+		if err := readFull(src, b[:n], pos); err != nil {
+			return "", false, err
+		}
+		if !bytes.Equal(a[:n], b[:n]) {
+			return "", false, nil
+		}
+		if pos < whole {
+			h.Write(b[:min(n, whole-pos)])
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), true, nil
 }
 
 type blobWriter struct {
@@ -221,11 +271,6 @@ func (b *blobWriter) add(p []byte) (int64, error) {
 	n, err := b.w.Write(p)
 	b.off += int64(n)
 	return at, err
-}
-
-func sha(b []byte) []byte {
-	s := sha256.Sum256(b)
-	return s[:]
 }
 
 func fileSHA256(p string) (string, error) {

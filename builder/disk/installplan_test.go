@@ -21,6 +21,8 @@ func TestISOInstallPlanIsTheRawImage(t *testing.T) {
 	}
 	ctx := context.Background()
 	l := fixture(t)
+	// a kernel that ends inside a sector, like a real one
+	writeFile(t, l.Kernel.path, randomBytes(7, 300<<10+100))
 	dir := t.TempDir()
 	iso, raw := filepath.Join(dir, "kpaas.iso"), filepath.Join(dir, "kpaas.raw")
 	isum, err := WriteISO(ctx, l, iso)
