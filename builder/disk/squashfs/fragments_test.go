@@ -15,9 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/diskfs/go-diskfs/backend/file"
-	dsquash "github.com/diskfs/go-diskfs/filesystem/squashfs"
 )
 
 // words make compressible text, as most of a root filesystem is.
@@ -221,15 +218,7 @@ func TestFragmentsGoDiskfs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f, err := os.Open(img)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			fs, err := dsquash.Read(file.New(f, true), st.Size, 0, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			fs := readGoDiskfs(t, img, st.Size)
 			n := 0
 			err = filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
 				rel, _ := filepath.Rel(src, p)

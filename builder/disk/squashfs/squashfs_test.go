@@ -176,15 +176,7 @@ func TestGoDiskfsReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fs, err := dsquash.Read(file.New(f, true), st.Size, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fs := readGoDiskfs(t, img, st.Size)
 	for _, p := range []string{"random.bin", "text.txt", "sparse", "many/file-with-a-longish-name-a000", "bin/hard"} {
 		got, err := fs.ReadFile(p)
 		if err != nil {
@@ -237,3 +229,19 @@ func (m *memWriterAt) WriteAt(p []byte, off int64) (int, error) {
 }
 
 var _ io.WriterAt = (*memWriterAt)(nil)
+
+// readGoDiskfs opens a squashfs image of size bytes with go-diskfs' reader
+// (closed when the test ends).
+func readGoDiskfs(t *testing.T, img string, size int64) *dsquash.FileSystem {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	fs, err := dsquash.Read(file.New(f, true), size, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
