@@ -15,8 +15,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"kpaas.dev/appliance/builder/disk/internal/zero"
 	"kpaas.dev/appliance/internal/diskplan"
+	"kpaas.dev/appliance/internal/zero"
 )
 
 // Paths of the install plan inside the ISO (internal/diskplan): the plan,
@@ -92,9 +92,13 @@ func installPlan(ctx context.Context, l Layout, o *options, root, bundle planFil
 		return nil, err
 	}
 	bw := &blobWriter{w: blob}
-	// The start of the disk to the end of the ESP, and the backup GPT.
-	for _, r := range [][2]int64{{0, esp.Offset + esp.Size}, {state.Offset + state.Size, sum.Size}} {
-		ext, err := describe(f, r[0], r[1], files, bw)
+	// The start of the disk to the end of the ESP (where the kernel and
+	// initrd are), and the backup GPT.
+	for _, r := range []struct {
+		lo, hi int64
+		files  []planFile
+	}{{0, esp.Offset + esp.Size, files}, {state.Offset + state.Size, sum.Size, nil}} {
+		ext, err := describe(f, r.lo, r.hi, r.files, bw)
 		if err != nil {
 			blob.Close()
 			return nil, err
@@ -104,7 +108,7 @@ func installPlan(ctx context.Context, l Layout, o *options, root, bundle planFil
 	if err := blob.Close(); err != nil {
 		return nil, err
 	}
-	sortExtents(plan.Extents)
+	slices.SortFunc(plan.Extents, func(a, b diskplan.Extent) int { return cmp.Compare(a.Offset, b.Offset) })
 	if err := plan.Validate(); err != nil {
 		return nil, fmt.Errorf("install plan: %w", err)
 	}
@@ -176,13 +180,13 @@ func describe(r io.ReaderAt, lo, hi int64, files []planFile, bw *blobWriter) ([]
 		if !m.zero {
 			h := sha256.New()
 			e.File, e.FileOffset = strings.TrimPrefix(ISOPlanBlob, "/"), bw.off
+			w := io.MultiWriter(h, bw)
 			for at := from; at < to; at += mib {
 				n := min(mib, to-at)
 				if err := readFull(r, buf[:n], at); err != nil {
 					return nil, err
 				}
-				h.Write(buf[:n])
-				if _, err := bw.add(buf[:n]); err != nil {
+				if _, err := w.Write(buf[:n]); err != nil {
 					return nil, err
 				}
 			}
@@ -261,16 +265,16 @@ func compareAt(r io.ReaderAt, off int64, src io.ReaderAt, size, whole int64) (st
 	return hex.EncodeToString(h.Sum(nil)), true, nil
 }
 
+// blobWriter appends to the plan's blob and knows its length.
 type blobWriter struct {
 	w   io.Writer
 	off int64
 }
 
-func (b *blobWriter) add(p []byte) (int64, error) {
-	at := b.off
+func (b *blobWriter) Write(p []byte) (int, error) {
 	n, err := b.w.Write(p)
 	b.off += int64(n)
-	return at, err
+	return n, err
 }
 
 func fileSHA256(p string) (string, error) {
@@ -281,10 +285,6 @@ func fileSHA256(p string) (string, error) {
 	defer f.Close()
 	h, _, err := v1.SHA256(f)
 	return h.Hex, err
-}
-
-func sortExtents(e []diskplan.Extent) {
-	slices.SortFunc(e, func(a, b diskplan.Extent) int { return cmp.Compare(a.Offset, b.Offset) })
 }
 
 // writePlan writes p as indented JSON.

@@ -1,11 +1,12 @@
 package disk
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"time"
+
+	"kpaas.dev/appliance/internal/zero"
 )
 
 // The ISO post-pass. go-diskfs (v1.9.4) has no option for the times it
@@ -380,7 +381,7 @@ func (w *isoWalker) systemUse(area []byte, off int64, where string, hops int) er
 	for p := 0; len(area)-p >= 4; {
 		sig, l := string(area[p:p+2]), int(area[p+2])
 		if l < 4 {
-			if allZero(area[p:]) { // padding
+			if zero.Is(area[p:]) { // padding
 				break
 			}
 			return fmt.Errorf("%s: SUSP entry %q at byte %d of its System Use area has length %d", where, sig, p, l)
@@ -491,5 +492,3 @@ func readFull(r io.ReaderAt, b []byte, off int64) error {
 	}
 	return err
 }
-
-func allZero(b []byte) bool { return len(bytes.TrimLeft(b, "\x00")) == 0 }

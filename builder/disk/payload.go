@@ -11,8 +11,8 @@ import (
 	"os"
 	"time"
 
-	"kpaas.dev/appliance/builder/disk/internal/zero"
 	"kpaas.dev/appliance/builder/disk/squashfs"
+	"kpaas.dev/appliance/internal/zero"
 )
 
 // squashInfo is what we need from a squashfs superblock.

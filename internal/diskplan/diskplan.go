@@ -17,7 +17,6 @@
 package diskplan
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -31,6 +30,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"kpaas.dev/appliance/internal/zero"
 )
 
 // The plan's type.
@@ -197,24 +198,18 @@ func Apply(ctx context.Context, p *Plan, media fs.FS, t Target, o Options) error
 // Verify reads the plan's extents back from t and checks them: the
 // digests of the sourced ones, zeros for the others.
 func Verify(ctx context.Context, p *Plan, t io.ReaderAt, o Options) error {
-	var nonzero bool
 	return walk(ctx, p, o, func(e Extent, buf []byte, h hash.Hash, pos int64) error {
 		if _, err := t.ReadAt(buf, e.Offset+pos); err != nil {
 			return fmt.Errorf("reading back: %w", err)
 		}
-		if e.File != "" {
-			h.Write(buf)
-		} else if !nonzero && !isZero(buf) {
-			nonzero = true
+		if e.File == "" && !zero.Is(buf) {
+			return fmt.Errorf("disk at %d: %w (not zeros)", e.Offset+pos, ErrMismatch)
 		}
+		h.Write(buf)
 		return nil
 	}, func(e Extent, h hash.Hash) error {
-		switch {
-		case e.File != "" && hex.EncodeToString(h.Sum(nil)) != e.SHA256:
+		if e.File != "" && hex.EncodeToString(h.Sum(nil)) != e.SHA256 {
 			return fmt.Errorf("disk at %d+%d (%s): %w (sha256 %x, want %s)", e.Offset, e.Size, e.File, ErrMismatch, h.Sum(nil), e.SHA256)
-		case e.File == "" && nonzero:
-			nonzero = false
-			return fmt.Errorf("disk at %d+%d: %w (not zeros)", e.Offset, e.Size, ErrMismatch)
 		}
 		return nil
 	})
@@ -285,19 +280,6 @@ func (s *sources) read(e Extent, buf []byte, pos int64) error {
 	}
 	return err
 }
-
-func isZero(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), len(zeros))
-		if !bytes.Equal(b[:n], zeros[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
-}
-
-var zeros = make([]byte, 64<<10)
 
 // Summary is a one-line description: extents by source, bytes.
 func (p *Plan) Summary() string {

@@ -24,7 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kpaas.dev/appliance/builder/disk/internal/zero"
+	"kpaas.dev/appliance/internal/zero"
 )
 
 const (

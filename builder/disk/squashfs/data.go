@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"kpaas.dev/appliance/builder/disk/internal/zero"
+	"kpaas.dev/appliance/internal/zero"
 )
 
 // writer places the image's bytes at increasing offsets of w.

@@ -1,5 +1,6 @@
 // Package zero finds all-zero buffers: blocks and clusters the disk
-// writers leave as holes instead of writing.
+// writers leave as holes instead of writing, padding in ISO records, zero
+// extents of an install plan read back.
 package zero
 
 import "encoding/binary"
