@@ -84,6 +84,17 @@ func ChooseTarget(devs []Device, found Found, plan *diskplan.Plan, want string, 
 			disks = append(disks, d)
 		}
 	}
+	// each disk's first sectors, read once and only for disks that could
+	// take the install
+	infos := map[string]DiskInfo{}
+	diskInfo := func(d Device) DiskInfo {
+		in, ok := infos[d.Name]
+		if !ok {
+			in = info(d)
+			infos[d.Name] = in
+		}
+		return in
+	}
 	// why a disk cannot take the install, "" if it can
 	unfit := func(d Device) string {
 		switch {
@@ -99,7 +110,7 @@ func ChooseTarget(devs []Device, found Found, plan *diskplan.Plan, want string, 
 		return ""
 	}
 	installed := func(d Device) bool {
-		return plan.DiskGUID != "" && strings.EqualFold(info(d).GUID, plan.DiskGUID)
+		return plan.DiskGUID != "" && strings.EqualFold(diskInfo(d).GUID, plan.DiskGUID)
 	}
 
 	if want != InstallAuto {
@@ -113,7 +124,7 @@ func ChooseTarget(devs []Device, found Found, plan *diskplan.Plan, want string, 
 			if installed(d) {
 				return Choice{Disk: d, Installed: true}, nil
 			}
-			return Choice{Disk: d, Held: held(d, info(d), parts[d.Name])}, nil
+			return Choice{Disk: d, Held: held(d, diskInfo(d), parts[d.Name])}, nil
 		}
 		var names []string
 		for _, d := range disks {
@@ -132,7 +143,7 @@ func ChooseTarget(devs []Device, found Found, plan *diskplan.Plan, want string, 
 	for _, d := range disks {
 		why := unfit(d)
 		if why == "" {
-			why = held(d, info(d), parts[d.Name])
+			why = held(d, diskInfo(d), parts[d.Name])
 		}
 		if why == "" {
 			empty = append(empty, d)
