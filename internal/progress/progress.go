@@ -59,6 +59,17 @@ func (r *Reporter) Printf(format string, args ...any) {
 	fmt.Fprintf(r.w, format+"\n", args...)
 }
 
+// Errorf prints one plain line even when quiet: failures are never
+// suppressed.
+func (r *Reporter) Errorf(format string, args ...any) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(r.w, format+"\n", args...)
+}
+
 // Step runs fn as step n of m and reports how it went.
 func (r *Reporter) Step(name string, n, m int, fn func() error) error {
 	start := r.now()
