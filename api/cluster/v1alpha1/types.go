@@ -27,6 +27,12 @@ const (
 	ProxyIPTables = "iptables"
 )
 
+// Platform storage backends.
+const (
+	StorageNFS  = "nfs"
+	StorageRook = "rook"
+)
+
 // Defaults (the K-PaaS ones where K-PaaS has one).
 const (
 	DefaultPodCIDR       = "10.233.64.0/18"
