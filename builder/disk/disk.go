@@ -23,6 +23,9 @@
 // bytes (disk and partition GUIDs are derived from the seed, the FAT serial
 // too, every timestamp is the build time).
 //
+// WriteFATDisk writes a small GPT disk with one named FAT partition: a
+// node's config disk (`kpaas cluster config-disk`).
+//
 // Package squashfs packs folders, qcow2 converts raw images, isohybrid
 // makes an ISO bootable from a disk; they can be used on their own.
 package disk
