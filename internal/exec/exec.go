@@ -32,6 +32,9 @@ type Cmd struct {
 	// Secret marks a command whose standard input or arguments carry a
 	// secret: its RunError and String leave the arguments out.
 	Secret bool
+	// Redact lists secret strings (a token) that String and RunError
+	// replace with "<redacted>" wherever they appear, output included.
+	Redact []string
 }
 
 // Command returns a Cmd for name and args.
@@ -47,7 +50,17 @@ func (c Cmd) String() string {
 	for _, s := range append([]string{c.Name}, c.Args...) {
 		parts = append(parts, quote(s))
 	}
-	return strings.Join(parts, " ")
+	return c.redact(strings.Join(parts, " "))
+}
+
+// redact replaces every Redact string in s.
+func (c Cmd) redact(s string) string {
+	for _, r := range c.Redact {
+		if r != "" {
+			s = strings.ReplaceAll(s, r, "<redacted>")
+		}
+	}
+	return s
 }
 
 func quote(s string) string {
@@ -86,11 +99,11 @@ func (e *RunError) Error() string {
 	if e.ExitCode >= 0 {
 		fmt.Fprintf(&b, "exit status %d", e.ExitCode)
 	} else {
-		b.WriteString(e.Err.Error())
+		b.WriteString(e.Cmd.redact(e.Err.Error()))
 	}
 	if out := strings.TrimSpace(string(e.Output)); out != "" && !e.Cmd.Secret {
 		b.WriteString(": ")
-		b.WriteString(out)
+		b.WriteString(e.Cmd.redact(out))
 	}
 	return b.String()
 }

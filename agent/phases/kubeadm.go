@@ -1,0 +1,391 @@
+package phases
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"text/template"
+	"time"
+
+	cluster "kpaas.dev/appliance/api/cluster/v1alpha1"
+	"kpaas.dev/appliance/internal/clustersecrets"
+	"kpaas.dev/appliance/internal/exec"
+	"kpaas.dev/appliance/internal/names"
+	"kpaas.dev/appliance/internal/retry"
+)
+
+// Files and places of the kubeadm phase.
+const (
+	kubeadmConfig   = "/etc/kpaas/kubeadm.yaml" // 0600: it holds the bootstrap token
+	kubeletUnit     = "/etc/systemd/system/kubelet.service"
+	kubeletDropIn   = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
+	pkiDir          = "/etc/kubernetes/pki"
+	adminConf       = "/etc/kubernetes/admin.conf"
+	kubeletConf     = "/etc/kubernetes/kubelet.conf"
+	apiServerManif  = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+	kubeadmMarker   = names.StateDir + "/kubeadm.done"
+	etcdMemberDir   = "/var/lib/etcd/member"
+	manifestsDir    = "/etc/kubernetes/manifests"
+	kubeletBinary   = "/usr/local/bin/kubelet"
+	kubeadmBootWait = 600 // seconds a joining node waits for the API before retrying
+)
+
+// controlPlanePKI are the secrets a control plane copies to
+// /etc/kubernetes/pki: kubeadm then makes every other certificate from
+// the cluster's own CAs, so every node trusts the same cluster.
+var controlPlanePKI = []string{
+	cluster.CACert, cluster.CAKey,
+	cluster.FrontProxyCACert, cluster.FrontProxyCAKey,
+	cluster.EtcdCACert, cluster.EtcdCAKey,
+	cluster.SAKey, cluster.SAPub,
+}
+
+// kubeadm makes the node a member of the cluster: `kubeadm init` on the
+// first control plane with the site's pre-made CAs and bootstrap token,
+// `kubeadm join` elsewhere (further control planes with the shared CAs),
+// waiting for the API to answer. A node that is already initialised or
+// joined is recognised and never initialised again; one that was
+// interrupted half-way is reset and done again.
+func kubeadm() Phase {
+	return Phase{
+		Name: "kubeadm",
+		Plan: func(e *Env) []string {
+			fs, err := kubeadmFiles(e)
+			if err != nil {
+				return []string{"cannot plan: " + err.Error()}
+			}
+			p := filePlan(fs)
+			if e.IsFirstControlPlane() {
+				return append(p, "kubeadm init --config "+kubeadmConfig+" --skip-token-print (the first control plane)")
+			}
+			p = append(p, "wait until the API at "+e.Cluster.ControlPlaneEndpoint.String()+" answers")
+			if e.IsControlPlane() {
+				return append(p, "kubeadm join --config "+kubeadmConfig+" (a further control plane, with the cluster's CAs)")
+			}
+			return append(p, "kubeadm join --config "+kubeadmConfig)
+		},
+		Check: func(ctx context.Context, e *Env) (bool, error) { return kubeadmDone(ctx, e), nil },
+		Run:   runKubeadm,
+		// A joining node retries until the control plane is up: a worker
+		// may be powered on long before it.
+		Retry: retry.Policy{Attempts: 12, Base: 10 * time.Second, Max: 60 * time.Second},
+	}
+}
+
+// kubeadmDone reports whether this node is in the cluster. The marker
+// (written when kubeadm succeeded) with the kubelet's kubeconfig is
+// enough: the API may be down when a node reboots. Without the marker, the
+// cluster itself is asked, and a positive answer writes the marker.
+func kubeadmDone(ctx context.Context, e *Env) bool {
+	if !e.Host.Exists(kubeletConf) {
+		return false
+	}
+	if e.Host.Exists(kubeadmMarker) {
+		return true
+	}
+	if !kubeadmComplete(ctx, e) {
+		return false
+	}
+	_, err := e.Host.WriteFile(kubeadmMarker, []byte(role(e)+"\n"), 0o644)
+	return err == nil
+}
+
+func role(e *Env) string {
+	if e.IsFirstControlPlane() {
+		return "init"
+	}
+	return "join"
+}
+
+// kubeadmComplete asks the cluster whether kubeadm finished here: on the
+// first control plane, kube-proxy's DaemonSet exists (kubeadm init's last
+// phase made it); elsewhere the node is registered.
+func kubeadmComplete(ctx context.Context, e *Env) bool {
+	if e.IsFirstControlPlane() {
+		if !e.Host.Exists(adminConf) {
+			return false
+		}
+		_, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", adminConf, "-n", "kube-system", "get", "daemonset", "kube-proxy", "-o", "name")
+		return err == nil
+	}
+	if !e.Host.Exists(kubeletConf) || e.IsControlPlane() && !e.Host.Exists(apiServerManif) {
+		return false
+	}
+	_, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", kubeletConf, "get", "node", e.Node.Name, "-o", "name")
+	return err == nil
+}
+
+func runKubeadm(ctx context.Context, e *Env) error {
+	if kubeadmComplete(ctx, e) {
+		_, err := e.Host.WriteFile(kubeadmMarker, []byte(role(e)+"\n"), 0o644)
+		return err
+	}
+	token, err := readSecret(e, cluster.Token)
+	if err != nil {
+		return err
+	}
+	// Leftovers of an interrupted kubeadm: start over from a clean node.
+	if leftovers(e) {
+		e.Progress.Printf("kubeadm: an earlier attempt was interrupted on this node: kubeadm reset")
+		if _, err := e.Host.Run(ctx, "kubeadm", "reset", "--force"); err != nil {
+			return err
+		}
+		for _, p := range []string{manifestsDir, etcdMemberDir, kubeletConf, adminConf, "/etc/kubernetes/bootstrap-kubelet.conf"} {
+			if err := e.Host.Remove(p); err != nil {
+				return err
+			}
+		}
+	}
+	fs, err := kubeadmFiles(e)
+	if err != nil {
+		return err
+	}
+	if _, err := e.writeFiles(fs); err != nil {
+		return err
+	}
+	for _, c := range [][]string{{"systemctl", "daemon-reload"}, {"systemctl", "enable", "kubelet"}} {
+		if _, err := e.Host.Run(ctx, c[0], c[1:]...); err != nil {
+			return err
+		}
+	}
+	var c exec.Cmd
+	if e.IsFirstControlPlane() {
+		c = exec.Command("kubeadm", "init", "--config", kubeadmConfig, "--skip-token-print")
+	} else {
+		ep := e.Cluster.ControlPlaneEndpoint.String()
+		var last error
+		if err := e.waitFor(ctx, "the API at "+ep, kubeadmBootWait, func() bool {
+			last = e.Dial(ctx, ep)
+			return last == nil
+		}); err != nil {
+			return fmt.Errorf("%w: %v", err, last)
+		}
+		c = exec.Command("kubeadm", "join", "--config", kubeadmConfig)
+	}
+	c.Redact = []string{token}
+	if _, err := e.Host.RunCmd(ctx, c); err != nil {
+		if e.IsFirstControlPlane() {
+			return err
+		}
+		// The API answered but joining failed (the control plane still
+		// starting, the token not yet there): retry from a clean node.
+		e.Host.Run(ctx, "kubeadm", "reset", "--force")
+		return retry.Retryable(err)
+	}
+	_, err = e.Host.WriteFile(kubeadmMarker, []byte(role(e)+"\n"), 0o644)
+	return err
+}
+
+// leftovers reports whether an earlier kubeadm run left state behind.
+func leftovers(e *Env) bool {
+	ms, _ := e.Host.Glob(manifestsDir + "/*.yaml")
+	return len(ms) > 0 || e.Host.Exists(kubeletConf) || e.Host.Exists(etcdMemberDir)
+}
+
+// readSecret reads one secret of the config disk.
+func readSecret(e *Env, name string) (string, error) {
+	if e.SecretsDir == "" {
+		return "", errors.New("no secrets: this node has no config disk (kpaas cluster config-disk), so it cannot join a cluster")
+	}
+	b, err := e.Host.ReadFile(path.Join(e.SecretsDir, name))
+	if err != nil {
+		return "", fmt.Errorf("the config disk lacks %s: %w", name, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// kubeadmFiles are the files the phase keeps: the kubeadm configuration,
+// the kubelet's units, and on control planes the cluster's CAs.
+func kubeadmFiles(e *Env) ([]file, error) {
+	token, err := readSecret(e, cluster.Token)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := e.Host.ReadFile(path.Join(e.SecretsDir, cluster.CACert))
+	if err != nil {
+		return nil, fmt.Errorf("the config disk lacks %s: %w", cluster.CACert, err)
+	}
+	cfg, err := kubeadmYAML(e, token, caPEM)
+	if err != nil {
+		return nil, err
+	}
+	fs := []file{
+		{kubeadmConfig, 0o600, cfg},
+		{kubeletUnit, 0o644, []byte(kubeletService)},
+		{kubeletDropIn, 0o644, []byte(kubeletKubeadmDropIn)},
+	}
+	if e.IsControlPlane() {
+		for _, s := range controlPlanePKI {
+			b, err := e.Host.ReadFile(path.Join(e.SecretsDir, s))
+			if err != nil {
+				return nil, fmt.Errorf("a control plane's config disk must carry %s: %w", s, err)
+			}
+			mode := os.FileMode(0o644)
+			if strings.HasSuffix(s, ".key") {
+				mode = 0o600
+			}
+			fs = append(fs, file{path.Join(pkiDir, strings.TrimPrefix(s, "pki/")), mode, b})
+		}
+	}
+	return fs, nil
+}
+
+// kubeadmValues fill the kubeadm configuration template.
+type kubeadmValues struct {
+	Init, ControlPlane            bool
+	Name, IP, Token, CAHash       string
+	ClusterName, Version          string
+	Endpoint                      string
+	Port                          int
+	PodCIDR, ServiceCIDR, Domain  string
+	EtcdTag, CoreDNSTag, ProxyMod string
+	SANs                          []string
+}
+
+func kubeadmYAML(e *Env, token string, caPEM []byte) ([]byte, error) {
+	hash, err := clustersecrets.CAHash(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cluster.CACert, err)
+	}
+	etcd, err := e.Lock.ImageTag("registry.k8s.io/etcd")
+	if err != nil {
+		return nil, err
+	}
+	dns, err := e.Lock.ImageTag("registry.k8s.io/coredns/coredns")
+	if err != nil {
+		return nil, err
+	}
+	c := e.Cluster
+	v := kubeadmValues{
+		Init: e.IsFirstControlPlane(), ControlPlane: e.IsControlPlane(),
+		Name: e.Node.Name, IP: nodeIP(e.Node), Token: token, CAHash: hash,
+		ClusterName: c.Metadata.Name, Version: e.Lock.KubernetesVersion,
+		Endpoint: c.ControlPlaneEndpoint.String(), Port: c.ControlPlaneEndpoint.Port,
+		PodCIDR: c.Networking.PodCIDR, ServiceCIDR: c.Networking.ServiceCIDR, Domain: c.Networking.DNSDomain,
+		EtcdTag: etcd, CoreDNSTag: dns, ProxyMod: c.Networking.ProxyMode,
+	}
+	seen := map[string]bool{}
+	for _, s := range append([]string{c.ControlPlaneEndpoint.Host}, controlPlaneIPs(c)...) {
+		if !seen[s] {
+			seen[s] = true
+			v.SANs = append(v.SANs, s)
+		}
+	}
+	var b bytes.Buffer
+	if err := kubeadmTemplate.Execute(&b, v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func controlPlaneIPs(c *cluster.Cluster) []string {
+	var out []string
+	for i := range c.Nodes {
+		if c.Nodes[i].Role == cluster.RoleControlPlane {
+			out = append(out, nodeIP(&c.Nodes[i]))
+		}
+	}
+	return out
+}
+
+var kubeadmTemplate = template.Must(template.New("kubeadm").Parse(`# Written by kpaas-agent from the cluster configuration (0600: holds the bootstrap token).
+{{- if .Init}}
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+bootstrapTokens:
+  - token: "{{.Token}}"
+    description: "kpaas: node joins; kept valid by the control planes' agents"
+    ttl: 24h0m0s
+    usages: [signing, authentication]
+    groups: ["system:bootstrappers:kubeadm:default-node-token"]
+localAPIEndpoint:
+  advertiseAddress: {{.IP}}
+  bindPort: {{.Port}}
+{{- else}}
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: "{{.Endpoint}}"
+    token: "{{.Token}}"
+    caCertHashes: ["{{.CAHash}}"]
+{{- if .ControlPlane}}
+controlPlane:
+  localAPIEndpoint:
+    advertiseAddress: {{.IP}}
+    bindPort: {{.Port}}
+{{- end}}
+{{- end}}
+nodeRegistration:
+  name: {{.Name}}
+  criSocket: ` + criSocket + `
+  imagePullPolicy: IfNotPresent
+  kubeletExtraArgs:
+    - name: node-ip
+      value: {{.IP}}
+{{- if .Init}}
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+clusterName: {{.ClusterName}}
+kubernetesVersion: {{.Version}}
+controlPlaneEndpoint: "{{.Endpoint}}"
+certificatesDir: ` + pkiDir + `
+imageRepository: registry.k8s.io
+networking:
+  podSubnet: {{.PodCIDR}}
+  serviceSubnet: {{.ServiceCIDR}}
+  dnsDomain: {{.Domain}}
+etcd:
+  local:
+    imageTag: {{.EtcdTag}}
+dns:
+  imageTag: {{.CoreDNSTag}}
+apiServer:
+  certSANs:
+{{- range .SANs}}
+    - "{{.}}"
+{{- end}}
+---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+---
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: {{.ProxyMod}}
+clusterCIDR: {{.PodCIDR}}
+{{- end}}
+`))
+
+const kubeletService = `# Written by kpaas-agent.
+[Unit]
+Description=kubelet: the Kubernetes node agent
+Wants=network-online.target containerd.service
+After=network-online.target containerd.service
+
+[Service]
+ExecStart=` + kubeletBinary + `
+Restart=always
+RestartSec=10
+StartLimitInterval=0
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// kubeletKubeadmDropIn is kubeadm's own drop-in: kubeadm writes the
+// flags and the configuration it points at.
+const kubeletKubeadmDropIn = `# Written by kpaas-agent (kubeadm's drop-in).
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart=` + kubeletBinary + ` $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+`

@@ -1,0 +1,190 @@
+package phases
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	cluster "kpaas.dev/appliance/api/cluster/v1alpha1"
+	"kpaas.dev/appliance/internal/exec"
+	"kpaas.dev/appliance/internal/retry"
+)
+
+// Names in the cluster.
+const (
+	// StatusAnnotation on each Node holds that node's agent status (JSON):
+	// a node may annotate its own Node object with the kubelet's
+	// credentials, so workers need no more than that.
+	StatusAnnotation = "kpaas.dev/agent-status"
+	// StatusNamespace and StatusConfigMap hold every node's status,
+	// gathered by the control planes.
+	StatusNamespace = "kpaas-system"
+	StatusConfigMap = "kpaas-status"
+	// tokenTTL is how long the bootstrap token stays valid after each
+	// renewal by a control plane's agent.
+	tokenTTL = 24 * time.Hour
+)
+
+// NodeStatus is one node's agent status in the cluster.
+type NodeStatus struct {
+	Node    string        `json:"node"`
+	Role    string        `json:"role"`
+	Phases  []PhaseStatus `json:"phases"`
+	Updated time.Time     `json:"updated"`
+	// SincePowerOn is the machine's uptime when the agent finished.
+	SincePowerOn float64 `json:"sincePowerOnSeconds"`
+}
+
+// PhaseStatus is one phase in a NodeStatus.
+type PhaseStatus struct {
+	Name    string  `json:"name"`
+	State   string  `json:"state"`
+	Seconds float64 `json:"seconds"`
+}
+
+// ready publishes the node's status into the cluster (its own Node's
+// annotation; on control planes the gathered ConfigMap), keeps the
+// bootstrap token valid on control planes, and prints the summary. It has
+// no Check: it runs on every boot.
+func ready() Phase {
+	return Phase{
+		Name: "ready",
+		Plan: func(e *Env) []string {
+			p := []string{"kubectl annotate node " + e.Node.Name + " " + StatusAnnotation + "=<this node's phases and durations>"}
+			if e.IsControlPlane() {
+				p = append(p,
+					fmt.Sprintf("keep the bootstrap token valid for %s more (kubeadm token create, or renew its expiry)", tokenTTL),
+					"kubectl apply ConfigMap "+StatusNamespace+"/"+StatusConfigMap+" with every node's status")
+			}
+			return append(p, "print the summary")
+		},
+		Run: func(ctx context.Context, e *Env) error {
+			st := e.nodeStatus()
+			b, err := json.Marshal(st)
+			if err != nil {
+				return err
+			}
+			if _, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", kubeletConf, "annotate", "node", e.Node.Name, "--overwrite",
+				StatusAnnotation+"="+string(b)); err != nil {
+				return retry.Retryable(err)
+			}
+			if e.IsControlPlane() {
+				if err := RenewToken(ctx, e); err != nil {
+					return retry.Retryable(err)
+				}
+				if err := PublishStatus(ctx, e); err != nil {
+					return retry.Retryable(err)
+				}
+			}
+			e.Progress.Printf("kpaas-agent: node %s (%s) ready: API https://%s, %s since power-on",
+				e.Node.Name, e.Node.Role, e.Cluster.ControlPlaneEndpoint.String(), round1(st.SincePowerOn))
+			return nil
+		},
+		Retry: retry.Policy{Attempts: 5, Base: 5 * time.Second, Max: 30 * time.Second},
+	}
+}
+
+func round1(s float64) string { return (time.Duration(s*10) * time.Second / 10).String() }
+
+func (e *Env) nodeStatus() NodeStatus {
+	st := NodeStatus{Node: e.Node.Name, Role: e.Node.Role, Updated: e.now().UTC().Truncate(time.Second), SincePowerOn: e.uptime()}
+	if e.Journal != nil {
+		for _, p := range e.Journal.Phases {
+			st.Phases = append(st.Phases, PhaseStatus{Name: p.Name, State: string(p.State), Seconds: p.Seconds})
+		}
+	}
+	return st
+}
+
+// uptime is the machine's time since power-on, in seconds.
+func (e *Env) uptime() float64 {
+	b, err := e.Host.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+// RenewToken makes sure the cluster's bootstrap token (the one on every
+// config disk) exists and stays valid for another tokenTTL, so that a
+// worker added months later joins with the same config disk. Control
+// planes call it on every agent run and from the daily timer.
+func RenewToken(ctx context.Context, e *Env) error {
+	token, err := readSecret(e, cluster.Token)
+	if err != nil {
+		return err
+	}
+	id, _, ok := strings.Cut(token, ".")
+	if !ok {
+		return fmt.Errorf("the config disk's %s is not a bootstrap token", cluster.Token)
+	}
+	expiry := e.now().Add(tokenTTL).UTC().Format(time.RFC3339)
+	secret := "bootstrap-token-" + id
+	if _, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", adminConf, "-n", "kube-system", "get", "secret", secret, "-o", "name"); err == nil {
+		_, err = e.Host.Run(ctx, "kubectl", "--kubeconfig", adminConf, "-n", "kube-system", "patch", "secret", secret,
+			"--type", "merge", "-p", `{"stringData":{"expiration":"`+expiry+`"}}`)
+		return err
+	}
+	c := exec.Command("kubeadm", "token", "create", token, "--ttl", tokenTTL.String(), "--kubeconfig", adminConf,
+		"--description", "kpaas: node joins; kept valid by the control planes' agents")
+	c.Secret = true
+	_, err = e.Host.RunCmd(ctx, c)
+	return err
+}
+
+// PublishStatus gathers every node's status annotation into the
+// kpaas-system/kpaas-status ConfigMap (one key per node).
+func PublishStatus(ctx context.Context, e *Env) error {
+	out, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", adminConf, "get", "nodes", "-o", "json")
+	if err != nil {
+		return err
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Name        string            `json:"name"`
+				Annotations map[string]string `json:"annotations"`
+			} `json:"metadata"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return fmt.Errorf("kubectl get nodes: %w", err)
+	}
+	data := map[string]string{}
+	for _, n := range list.Items {
+		if s, ok := n.Metadata.Annotations[StatusAnnotation]; ok {
+			data[n.Metadata.Name+".json"] = s
+		}
+	}
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	doc := map[string]any{
+		"apiVersion": "v1", "kind": "List",
+		"items": []any{
+			map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": StatusNamespace}},
+			map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+				"metadata": map[string]any{"name": StatusConfigMap, "namespace": StatusNamespace},
+				"data":     data},
+		},
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	c := exec.Command("kubectl", "--kubeconfig", adminConf, "apply", "--server-side", "--force-conflicts", "--field-manager", "kpaas-agent", "-f", "-")
+	c.Stdin = b
+	_, err = e.Host.RunCmd(ctx, c)
+	return err
+}
