@@ -401,3 +401,18 @@ func TestClusterConfigDisk(t *testing.T) {
 		t.Errorf("open token: %v", err)
 	}
 }
+
+// TestImageBuildChecksConfig: image build lints --config before anything
+// else, so a bad cluster.yaml never reaches the media.
+func TestImageBuildChecksConfig(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "cluster.yaml")
+	os.WriteFile(bad, []byte("apiVersion: kpaas.dev/v1alpha1\nkind: Cluster\nmetadata: {name: site}\n"), 0o644)
+	out, err := cli(t, "image", "build", "--bundle", filepath.Join(dir, "none"), "-o", filepath.Join(dir, "x"), "--config", bad)
+	if err == nil || !strings.Contains(err.Error(), "--config: "+bad+":1:1: controlPlaneEndpoint.host: required") {
+		t.Errorf("got %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x.raw")); err == nil {
+		t.Error("media written with a bad config")
+	}
+}
