@@ -6,11 +6,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/goccy/go-yaml"
 	"github.com/spf13/cobra"
 
 	"kpaas.dev/appliance/agent/earlyboot"
@@ -115,12 +115,10 @@ func runClusterInit(s *streams, o clusterInitOptions) error {
 		if c, err = clusterFromFlags(o.name, o.endpoint, o.nodes); err != nil {
 			return err
 		}
-		if data, err = yaml.Marshal(c); err != nil {
-			return err
-		}
+		data = renderCluster(c)
 		// What is written must read back as the same configuration.
-		if _, err := v1alpha1.Parse(v1alpha1.ClusterFile, data); err != nil {
-			return fmt.Errorf("internal error: the written configuration does not parse: %w", err)
+		if back, err := v1alpha1.Parse(v1alpha1.ClusterFile, data); err != nil || !reflect.DeepEqual(back, c) {
+			return fmt.Errorf("internal error: the configuration written does not read back the same (%v)", err)
 		}
 	}
 	if o.rotateToken && o.force {
