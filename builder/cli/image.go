@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	cluster "kpaas.dev/appliance/api/cluster/v1alpha1"
 	"kpaas.dev/appliance/builder/disk"
 	"kpaas.dev/appliance/builder/image"
 	"kpaas.dev/appliance/internal/bundle"
@@ -47,7 +48,8 @@ The OS image's layers and the node files' blobs are left out of KPAAS-BUNDLE
 (the root squashfs holds their content) unless --keep-os-layers. Nothing is
 written unless every format succeeds. SOURCE_DATE_EPOCH sets the media's one
 timestamp (default: the OS image's creation time); the raw and qcow2 images
-are reproducible.
+are reproducible. --config is checked as kpaas cluster lint does; it goes
+on the ESP alone (secrets travel only on config disks, docs/cluster.md).
 See docs/media.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -59,6 +61,11 @@ See docs/media.md.`,
 					if p = strings.TrimSpace(p); p != "" {
 						opts.Formats = append(opts.Formats, disk.Format(p))
 					}
+				}
+			}
+			if opts.Config != "" {
+				if _, err := cluster.ParseFile(opts.Config); err != nil {
+					return fmt.Errorf("--config: %w", err)
 				}
 			}
 			if keyPath != "" {

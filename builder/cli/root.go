@@ -43,6 +43,7 @@ func newRootCmd(s *streams) *cobra.Command {
 	root.AddCommand(
 		newBakeCmd(s),
 		newBundleCmd(s),
+		newClusterCmd(s),
 		newImageCmd(s),
 		newKeyCmd(s),
 		newOSCmd(s),

@@ -129,7 +129,7 @@ func WriteFATDisk(ctx context.Context, out, name, label string, files map[string
 		os.Remove(tmp)
 		return nil, fmt.Errorf("writing %s: %w", out, err)
 	}
-	sum := &Summary{Path: out, Size: size, DiskGUID: table.GUID, Partitions: []Partition{part}, Time: t}
+	sum := &Summary{Format: Raw, Path: out, Size: size, DiskGUID: table.GUID, Partitions: []Partition{part}, Time: t}
 	for _, p := range slices.Sorted(maps.Keys(files)) {
 		n, _ := files[p].size()
 		sum.Files = append(sum.Files, File{Path: p, Size: n})

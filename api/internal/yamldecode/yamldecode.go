@@ -245,6 +245,8 @@ func (d *Decoder) follow(path string, n ast.Node) ast.Node {
 // Kind names a node's type for messages.
 func Kind(n ast.Node) string {
 	switch n.(type) {
+	case nil:
+		return "nothing"
 	case *ast.MappingNode:
 		return "a mapping"
 	case *ast.SequenceNode:
@@ -457,5 +459,57 @@ func (d *Decoder) Int(dst *int) Field {
 		default:
 			d.Fail(path, v, "expected an integer, got %s", Kind(v))
 		}
+	}
+}
+
+// Value decodes free-form YAML (chart values, say) into JSON-compatible Go
+// values: map[string]any, []any, string, int64 (uint64 beyond its range),
+// float64, bool and nil.
+func (d *Decoder) Value(path string, n ast.Node) any { return d.value(path, n, 0) }
+
+func (d *Decoder) value(path string, n ast.Node, depth int) any {
+	if depth > MaxDepth {
+		d.Fail(path, n, "nested more than %d levels deep", MaxDepth)
+		return nil
+	}
+	switch v := d.Resolve(path, n).(type) {
+	case nil, *ast.NullNode:
+		return nil
+	case *ast.MappingNode:
+		es, _ := d.entries(path, v)
+		m := make(map[string]any, len(es))
+		for _, e := range es {
+			m[e.key] = d.value(Join(path, e.key), e.value, depth+1)
+		}
+		return m
+	case *ast.SequenceNode:
+		s := make([]any, 0, len(v.Values))
+		for i, item := range v.Values {
+			s = append(s, d.value(Index(path, i), item, depth+1))
+		}
+		return s
+	case *ast.StringNode:
+		return v.Value
+	case *ast.LiteralNode:
+		return v.Value.Value
+	case *ast.BoolNode:
+		return v.Value
+	case *ast.IntegerNode:
+		if u, ok := v.Value.(uint64); ok && u <= math.MaxInt64 {
+			return int64(u)
+		}
+		return v.Value
+	case *ast.FloatNode:
+		if math.IsInf(v.Value, 0) || math.IsNaN(v.Value) {
+			d.Fail(path, v, "%s cannot be represented in JSON", v.GetToken().Value)
+			return nil
+		}
+		return v.Value
+	case *ast.InfinityNode, *ast.NanNode:
+		d.Fail(path, v, "%s cannot be represented in JSON", v.GetToken().Value)
+		return nil
+	default:
+		d.Fail(path, v, "%s cannot be represented in JSON", Kind(v))
+		return nil
 	}
 }
