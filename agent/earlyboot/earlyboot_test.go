@@ -219,7 +219,7 @@ mkdir /sysroot/run/kpaas/ro
 mkdir /sysroot/run/kpaas/state
 mount /dev/vda2 /sysroot/run/kpaas/bundle squashfs ro
 mkdir /sysroot/run/kpaas/config
-mount /dev/vdb /sysroot/run/kpaas/config vfat iocharset=utf8 ro
+mount /dev/vdb /sysroot/run/kpaas/config vfat iocharset=utf8,uid=0,gid=0,fmask=0177,dmask=0077 ro
 move /kpaas/ro /sysroot/run/kpaas/ro
 move /kpaas/state /sysroot/run/kpaas/state
 `
@@ -282,7 +282,7 @@ func TestPlanESP(t *testing.T) {
 			"mount /dev/vda1 /sysroot/run/kpaas/esp vfat iocharset=utf8 ro\nbind /sysroot/run/kpaas/esp/kpaas/cluster.yaml /sysroot/run/kpaas/config/cluster.yaml if-exists\n",
 		}, []string{"vdb1"}},
 		{"disk and config disk", append(media, disk[4]), []string{
-			"mount /dev/vda1 /sysroot/run/kpaas/esp vfat iocharset=utf8 ro\nmkdir /sysroot/run/kpaas/config\nmount /dev/vdb /sysroot/run/kpaas/config vfat iocharset=utf8 ro\n",
+			"mount /dev/vda1 /sysroot/run/kpaas/esp vfat iocharset=utf8 ro\nmkdir /sysroot/run/kpaas/config\nmount /dev/vdb /sysroot/run/kpaas/config vfat iocharset=utf8,uid=0,gid=0,fmask=0177,dmask=0077 ro\n",
 		}, []string{"cluster.yaml"}},
 		{"another disk's ESP only", append(media[1:2:2], disk[:4]...), nil, []string{"esp", "cluster.yaml"}},
 		{"ISO", []Device{{Name: "sr0", FS: FS{Type: "iso9660", Label: "KPAAS"}}}, []string{

@@ -131,6 +131,8 @@ const (
 	// iocharset (Debian: ascii) is a module the initramfs does not carry;
 	// nls_utf8 it does.
 	VFATOptions = "iocharset=utf8"
+	// ConfigVFATPrivate closes a FAT config disk to everyone but root.
+	ConfigVFATPrivate = "uid=0,gid=0,fmask=0177,dmask=0077"
 	// VarMarker in the state's var/ says it was seeded from the image.
 	VarMarker = ".kpaas-seeded"
 )
@@ -258,7 +260,9 @@ func Plan(f Found, c Config) ([]Step, error) {
 		mkdir(NewRoot + ConfigDir)
 		var data string
 		if f.Config.FS.Type == "vfat" {
-			data = VFATOptions
+			// FAT has no owners or modes: the config disk carries the
+			// cluster's secrets, so only root may read them.
+			data = VFATOptions + "," + ConfigVFATPrivate
 		}
 		add(Step{Op: OpMount, Source: f.Config.Path(), Target: NewRoot + ConfigDir, FSType: f.Config.FS.Type, Data: data, RO: true})
 	} else if esp {

@@ -11,6 +11,7 @@ import (
 
 	"kpaas.dev/appliance/builder/disk"
 	"kpaas.dev/appliance/builder/disk/squashfs"
+	"kpaas.dev/appliance/internal/bundle"
 )
 
 // bootFiles takes the kernel, the initramfs and systemd-boot (and the
@@ -76,6 +77,14 @@ func (b *build) bootFiles(ctx context.Context) error {
 	}
 	if b.o.Config != "" {
 		b.layout.ESP[ConfigPath] = disk.FromFile(b.o.Config)
+	}
+	// The key the node's agent checks the bundle's signature with.
+	if b.o.PublicKey != nil {
+		pemKey, err := bundle.MarshalPublicKey(b.o.PublicKey)
+		if err != nil {
+			return err
+		}
+		b.layout.ESP[PublicKeyPath] = disk.FromBytes(pemKey)
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ import (
 	"kpaas.dev/appliance/builder/disk"
 	"kpaas.dev/appliance/builder/disk/squashfs"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/names"
 	"kpaas.dev/appliance/internal/progress"
 )
 
@@ -46,7 +47,10 @@ const (
 	EntryPath      = "/loader/entries/kpaas.conf"
 	InstallPath    = "/loader/entries/kpaas-install.conf"
 	// ConfigPath is where the cluster configuration (--config) goes.
-	ConfigPath = "/kpaas/cluster.yaml"
+	ConfigPath = "/" + names.ESPConfig
+	// PublicKeyPath is where the bundle's public key (--key) goes: the
+	// node's agent refuses a bundle it does not verify.
+	PublicKeyPath = "/" + names.ESPPublicKey
 )
 
 // Options configure Build. The CLI maps its flags onto them.
@@ -57,7 +61,8 @@ type Options struct {
 	Out string
 	// Config is a cluster configuration file put on the ESP at ConfigPath.
 	Config string
-	// PublicKey, when set, must verify the bundle's signature.
+	// PublicKey, when set, must verify the bundle's signature; it is put
+	// on the ESP at PublicKeyPath for the node's agent.
 	PublicKey ed25519.PublicKey
 	// DiskSize is the raw/qcow2 disk size (0: just large enough); the
 	// space after the layout is left for KPAAS-STATE to grow into.

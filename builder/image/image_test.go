@@ -164,8 +164,13 @@ func TestBuild(t *testing.T) {
 			t.Errorf("loader entry has no %q:\n%s", want, entry)
 		}
 	}
+	pubPEM, err := os.ReadFile(fx.pub)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for p, want := range map[string][]byte{
-		"::/kpaas/vmlinuz": kernelBytes, "::/kpaas/initrd.img": initrdBytes,
+		"::/kpaas/bundle.pub": pubPEM, // the agent checks the signature with it
+		"::/kpaas/vmlinuz":    kernelBytes, "::/kpaas/initrd.img": initrdBytes,
 		"::/EFI/BOOT/BOOTX64.EFI": sdbootBytes, "::/kpaas/cluster.yaml": []byte("apiVersion: kpaas.dev/v1alpha1\nkind: Cluster\n"),
 	} {
 		got := filepath.Join(t.TempDir(), "f")

@@ -51,6 +51,9 @@ const (
 	AgentPath      = "usr/bin/kpaas-agent"
 	AgentUnitPath  = "etc/systemd/system/kpaas-agent.service"
 	AgentWantsPath = "etc/systemd/system/multi-user.target.wants/kpaas-agent.service"
+	RenewUnitPath  = "etc/systemd/system/kpaas-agent-renew.service"
+	RenewTimerPath = "etc/systemd/system/kpaas-agent-renew.timer"
+	RenewWantsPath = "etc/systemd/system/timers.target.wants/kpaas-agent-renew.timer"
 )
 
 // DefaultCmdline is the kernel command line for the media: serial and

@@ -3,9 +3,11 @@ package bundle
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // VerifyOnMedia is a node's check of the bundle its boot media carry,
@@ -87,4 +89,25 @@ func (l *Lock) ImageTag(repo string) (string, error) {
 		return tags[0], nil
 	}
 	return "", fmt.Errorf("the bundle holds %d tags of %s (%v): cannot tell which one to run", len(tags), repo, tags)
+}
+
+// Created is when the bundle was baked, from its SBOM's creation time, or
+// the zero time when the SBOM is missing or was stamped with the epoch (a
+// reproducible bake without SOURCE_DATE_EPOCH).
+func (s *Store) Created() time.Time {
+	b, err := s.ReadFile(SBOMFile)
+	if err != nil {
+		return time.Time{}
+	}
+	var doc struct {
+		CreationInfo SPDXCreationInfo `json:"creationInfo"`
+	}
+	if json.Unmarshal(b, &doc) != nil {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339, doc.CreationInfo.Created)
+	if err != nil || t.Unix() <= 0 {
+		return time.Time{}
+	}
+	return t
 }

@@ -191,3 +191,12 @@ func (s *Store) VerifySignature(pub ed25519.PublicKey) error {
 	}
 	return nil
 }
+
+// MarshalPublicKey encodes pub as LoadPublicKey reads it (PKIX PEM).
+func MarshalPublicKey(pub ed25519.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: der}), nil
+}
