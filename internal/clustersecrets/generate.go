@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"kpaas.dev/appliance/api/cluster/v1alpha1"
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
 // Validity periods, as kubeadm chooses them.
@@ -152,41 +153,9 @@ func mkdirPrivate(root, dir string) error {
 }
 
 // writeFileAtomic writes data to path with mode 0600 through a temp file
-// beside it (created 0600, so the bytes are never readable by others),
-// fsynced and renamed into place; then fsyncs the folder.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+// beside it (created 0600, so the bytes are never readable by others).
+func writeFileAtomic(path string, data []byte) error {
+	return atomicfile.WriteFile(path, data, 0o600)
 }
 
 // generate makes every secret in memory.
