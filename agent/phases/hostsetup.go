@@ -136,7 +136,7 @@ func hostFiles(e *Env) []file {
 	ts.WriteString("# Written by kpaas-agent: the node's NTP servers, or else the first control plane.\n[Time]\n")
 	fmt.Fprintf(&ts, "NTP=%s\n", strings.Join(ntpServers(e), " "))
 
-	return []file{
+	fs := []file{
 		{hostnameFile, 0o644, []byte(n.Name + "\n")},
 		{hostsFile, 0o644, hosts.Bytes()},
 		{networkFile, 0o644, nw.Bytes()},
@@ -145,7 +145,33 @@ func hostFiles(e *Env) []file {
 		{modulesFile, 0o644, []byte(strings.Join(kernelModules, "\n") + "\n")},
 		{timesyncFile, 0o644, ts.Bytes()},
 	}
+	for i, mac := range n.ManagementMACs {
+		fs = append(fs, file{fmt.Sprintf(managementFile, i), 0o644, []byte(fmt.Sprintf(managementNetwork, mac))})
+	}
+	return fs
 }
+
+// managementFile and managementNetwork configure a management NIC: DHCP
+// for its own address only, no route and no resolver from it.
+const (
+	managementFile    = "/etc/systemd/network/20-kpaas-management-%d.network"
+	managementNetwork = `# Written by kpaas-agent: a management NIC (DHCP, no routes, no DNS).
+[Match]
+MACAddress=%s
+
+[Network]
+DHCP=ipv4
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+
+[DHCPv4]
+UseRoutes=no
+UseDNS=no
+UseNTP=no
+UseHostname=no
+UseDomains=no
+`
+)
 
 // ntpServers are the node's NTP servers; with none configured, every
 // node but the first control plane asks the first control plane, so the

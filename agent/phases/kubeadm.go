@@ -269,7 +269,9 @@ func kubeadmYAML(e *Env, token string, caPEM []byte) ([]byte, error) {
 		EtcdTag: etcd, CoreDNSTag: dns, ProxyMod: c.Networking.ProxyMode,
 	}
 	seen := map[string]bool{}
-	for _, s := range append([]string{c.ControlPlaneEndpoint.Host}, controlPlaneIPs(c)...) {
+	// 127.0.0.1 too: an operator may reach the API through a forwarded
+	// port (a hypervisor's NAT, an SSH tunnel).
+	for _, s := range append(append([]string{c.ControlPlaneEndpoint.Host}, controlPlaneIPs(c)...), "127.0.0.1") {
 		if !seen[s] {
 			seen[s] = true
 			v.SANs = append(v.SANs, s)

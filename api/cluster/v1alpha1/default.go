@@ -31,5 +31,8 @@ func (c *Cluster) Default() {
 		for j, m := range c.Nodes[i].MACs {
 			c.Nodes[i].MACs[j] = strings.ToLower(m)
 		}
+		for j, m := range c.Nodes[i].ManagementMACs {
+			c.Nodes[i].ManagementMACs[j] = strings.ToLower(m)
+		}
 	}
 }

@@ -70,11 +70,12 @@ func decode(d *yamldecode.Decoder, n ast.Node) *Cluster {
 				d.Object(path, n, map[string]yamldecode.Field{
 					"name":    d.Str(&node.Name),
 					"role":    d.Str(&node.Role),
-					"macs":    d.Strs(&node.MACs),
-					"address": d.Str(&node.Address),
-					"gateway": d.Str(&node.Gateway),
-					"dns":     d.Strs(&node.DNS),
-					"ntp":     d.Strs(&node.NTP),
+					"macs":           d.Strs(&node.MACs),
+					"managementMACs": d.Strs(&node.ManagementMACs),
+					"address":        d.Str(&node.Address),
+					"gateway":        d.Str(&node.Gateway),
+					"dns":            d.Strs(&node.DNS),
+					"ntp":            d.Strs(&node.NTP),
 				})
 				c.Nodes = append(c.Nodes, node)
 			})

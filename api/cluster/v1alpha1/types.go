@@ -110,6 +110,11 @@ type Node struct {
 	// booting node finds its entry ("52:54:00:12:34:56", lower case after
 	// Default). The first is the NIC the address goes on.
 	MACs []string `yaml:"macs,omitempty" json:"macs,omitempty"`
+	// ManagementMACs are further NICs of the node on a management network
+	// (a hypervisor's NAT, an out-of-band LAN): configured by DHCP, with
+	// no default route and no DNS from it, so the cluster's traffic and
+	// its absence of egress stay on the node's network. Optional.
+	ManagementMACs []string `yaml:"managementMACs,omitempty" json:"managementMACs,omitempty"`
 	// Address is the node's IPv4 address with its prefix, "10.0.0.11/24".
 	Address string `yaml:"address" json:"address"`
 	// Gateway is the default route's next hop (optional: a closed network

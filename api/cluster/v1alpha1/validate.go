@@ -185,8 +185,13 @@ func (ps *problems) nodes(nodes []Node, clusterNets []network) {
 				ps.add(at+".role", "must be %q or %q, not %q", RoleControlPlane, RoleWorker, n.Role)
 			}
 		}
-		for j, m := range n.MACs {
+		all := append([]string(nil), n.MACs...)
+		all = append(all, n.ManagementMACs...)
+		for j, m := range all {
 			mat := fmt.Sprintf("%s.macs[%d]", at, j)
+			if j >= len(n.MACs) {
+				mat = fmt.Sprintf("%s.managementMACs[%d]", at, j-len(n.MACs))
+			}
 			hw, err := net.ParseMAC(m)
 			if err != nil || len(hw) != 6 {
 				ps.add(mat, "%q is not a MAC address like 52:54:00:12:34:56", m)

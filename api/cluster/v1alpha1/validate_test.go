@@ -73,6 +73,8 @@ func TestParseRules(t *testing.T) {
 		{"mac", `"52:54:00:00:00:02"`, `"52:54:00:00:02"`, `c.yaml:17:12: nodes[1].macs[0]: "52:54:00:00:02" is not a MAC address like 52:54:00:12:34:56`},
 		{"mac duplicate in other case", `"52:54:00:00:00:02"`, `"52:54:00:00:00:0A", "52:54:00:00:00:01"`, `c.yaml:17:33: nodes[1].macs[1]: duplicate MAC 52:54:00:00:00:01 (same as nodes[0].macs[0])`},
 		{"mac duplicate upper", `"52:54:00:00:00:02"`, `"52:54:00:0A:00:01", "52:54:00:0a:00:01"`, `c.yaml:17:33: nodes[1].macs[1]: duplicate MAC 52:54:00:0a:00:01 (same as nodes[1].macs[0])`},
+		{"management mac duplicate", `macs: ["52:54:00:00:00:02"]`, "macs: [\"52:54:00:00:00:02\"]\n    managementMACs: [\"52:54:00:00:00:01\"]", `c.yaml:18:22: nodes[1].managementMACs[0]: duplicate MAC 52:54:00:00:00:01 (same as nodes[0].macs[0])`},
+		{"management mac", `macs: ["52:54:00:00:00:02"]`, "macs: [\"52:54:00:00:00:02\"]\n    managementMACs: [\"52:54:00:00:00:03\"]", ""},
 		{"address missing", "    address: 10.0.0.21/24\n", "", `c.yaml:15:5: nodes[1].address: required`},
 		{"address no prefix", "address: 10.0.0.21/24", "address: 10.0.0.21", `c.yaml:18:14: nodes[1].address: "10.0.0.21" is not an IPv4 address with a prefix like 10.0.0.11/24`},
 		{"address ipv6", "address: 10.0.0.21/24", "address: fd00::1/64", `c.yaml:18:14: nodes[1].address: "fd00::1/64" is not an IPv4 address with a prefix like 10.0.0.11/24`},
