@@ -13,7 +13,8 @@ import (
 
 // TestDemoBundleBakesOffline bakes bundles/demo.yaml exactly as `make demo`
 // does: from the toolchain mirror (out/mirror, built by `make toolchain`,
-// which `make test` runs first) and the demo workload's mirror, offline.
+// which `make test` runs first), the OS image (out/os, which `make test`
+// builds as root) and the demo workload's mirror, offline.
 func TestDemoBundleBakesOffline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("bakes ~550 MiB")
@@ -25,6 +26,13 @@ func TestDemoBundleBakesOffline(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(toolchain, "files", "SHA256SUMS")); err != nil {
 		t.Skipf("the toolchain mirror is not built (%v): run `make toolchain`", err)
 	}
+	osImage, err := filepath.Abs("../out/os")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(osImage, "index.json")); err != nil {
+		t.Skipf("the OS image is not built (%v): run `kpaas os build images/debian-12.yaml -o out/os` as root", err)
+	}
 	work := t.TempDir()
 	demo := filepath.Join(work, "demo-mirror")
 	cmd := exec.Command("go", "run", "./demo/mkmirror", "-o", demo)
@@ -35,14 +43,14 @@ func TestDemoBundleBakesOffline(t *testing.T) {
 	sum, err := bake.Bake(context.Background(), bake.Options{
 		Manifest: "demo.yaml",
 		Out:      out,
-		Mirrors:  []string{toolchain, demo},
+		Mirrors:  []string{toolchain, osImage, demo},
 		Offline:  true,
 	})
 	if err != nil {
 		t.Fatalf("baking demo.yaml (if a sha256 differs, the toolchain was built with another Go version: update demo.yaml from out/mirror/files/SHA256SUMS): %v", err)
 	}
-	if sum.Images != 10 || sum.ChartImages != 1 || sum.Charts != 1 || sum.Files != 12 {
-		t.Errorf("summary = %d images (%d for charts), %d charts, %d files; want 10 (1), 1, 12", sum.Images, sum.ChartImages, sum.Charts, sum.Files)
+	if sum.Images != 10 || sum.ChartImages != 1 || sum.Charts != 1 || sum.Files != 13 {
+		t.Errorf("summary = %d images (%d for charts), %d charts, %d files; want 10 (1), 1, 13", sum.Images, sum.ChartImages, sum.Charts, sum.Files)
 	}
 	s, err := bundle.Open(out)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"kpaas.dev/appliance/agent/earlyboot"
 	"kpaas.dev/appliance/api/cluster/v1alpha1"
 	"kpaas.dev/appliance/builder/disk"
+	"kpaas.dev/appliance/internal/atomicfile"
 	"kpaas.dev/appliance/internal/clustersecrets"
 )
 
@@ -134,7 +135,7 @@ func runClusterInit(s *streams, o clusterInitOptions) error {
 	res := clusterInitResult{Dir: o.out, Cluster: c.Metadata.Name, Nodes: len(c.Nodes)}
 	clusterFile := filepath.Join(o.out, v1alpha1.ClusterFile)
 	if !sameFile(o.from, clusterFile) {
-		if err := writeFileAtomic(clusterFile, data, 0o644); err != nil {
+		if err := atomicfile.WriteFile(clusterFile, data, 0o644); err != nil {
 			return fmt.Errorf("writing %s: %w", clusterFile, err)
 		}
 		res.Files = append(res.Files, writtenFile{clusterFile, "0644"})
@@ -191,33 +192,6 @@ func sameFile(a, b string) bool {
 	fa, err1 := os.Stat(a)
 	fb, err2 := os.Stat(b)
 	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
-}
-
-// writeFileAtomic writes data to path through a temp file beside it.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // clusterFromFlags builds, defaults and validates a configuration from

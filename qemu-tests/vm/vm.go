@@ -93,13 +93,17 @@ func (f Firmware) String() string {
 	return "SeaBIOS"
 }
 
-type drive struct{ path, format, iface string }
+type drive struct {
+	path, format, iface string
+	writable            bool // no snapshot=on: writes reach the image
+}
 
 type config struct {
 	firmware                Firmware
 	kernel, initrd, cmdline string
 	drives                  []drive
 	memory                  int
+	cpus, nics              int
 	extra                   []string
 }
 
@@ -116,18 +120,40 @@ func WithKernel(kernel, initrd, cmdline string) Option {
 
 // WithDisk attaches a virtio disk image; format is raw or qcow2.
 func WithDisk(path, format string) Option {
-	return func(c *config) { c.drives = append(c.drives, drive{path, format, "virtio"}) }
+	return func(c *config) { c.drives = append(c.drives, drive{path: path, format: format, iface: "virtio"}) }
+}
+
+// WithWritableDisk attaches a virtio disk whose writes reach the image
+// (a node's own overlay, which must survive a power cut and a reboot).
+func WithWritableDisk(path, format string) Option {
+	return func(c *config) {
+		c.drives = append(c.drives, drive{path: path, format: format, iface: "virtio", writable: true})
+	}
+}
+
+// WithCPUs sets the number of virtual CPUs (default 1; kubeadm wants 2
+// on a control plane).
+func WithCPUs(n int) Option { return func(c *config) { c.cpus = n } }
+
+// WithNIC adds a virtio NIC with mac on the QEMU netdev spec (without its
+// id), e.g. "socket,mcast=239.255.0.1:10005,localaddr=127.0.0.1".
+func WithNIC(mac, netdev string) Option {
+	return func(c *config) {
+		id := fmt.Sprintf("n%d", c.nics)
+		c.nics++
+		c.extra = append(c.extra, "-netdev", netdev+",id="+id, "-device", "virtio-net-pci,netdev="+id+",mac="+mac)
+	}
 }
 
 // WithCDROM attaches an ISO as a CD-ROM on the q35 AHCI controller.
 func WithCDROM(path string) Option {
-	return func(c *config) { c.drives = append(c.drives, drive{path, "raw", "cdrom"}) }
+	return func(c *config) { c.drives = append(c.drives, drive{path: path, format: "raw", iface: "cdrom"}) }
 }
 
 // WithUSBDisk attaches a raw image as a USB stick (usb-storage on an XHCI
 // controller).
 func WithUSBDisk(path string) Option {
-	return func(c *config) { c.drives = append(c.drives, drive{path, "raw", "usb"}) }
+	return func(c *config) { c.drives = append(c.drives, drive{path: path, format: "raw", iface: "usb"}) }
 }
 
 // WithMemory sets the memory in MiB (default 1536).
@@ -153,12 +179,12 @@ type VM struct {
 func Start(t testing.TB, opts ...Option) *VM {
 	t.Helper()
 	Need(t, "qemu-system-x86_64")
-	c := config{memory: 1536}
+	c := config{memory: 1536, cpus: 1}
 	for _, o := range opts {
 		o(&c)
 	}
 	dir := Dir(t)
-	args := []string{"-machine", "q35", "-accel", "tcg", "-smp", "1", "-m", strconv.Itoa(c.memory),
+	args := []string{"-machine", "q35", "-accel", "tcg", "-smp", strconv.Itoa(c.cpus), "-m", strconv.Itoa(c.memory),
 		"-nographic", "-no-reboot", "-net", "none",
 		"-monitor", "unix:" + filepath.Join(dir, "monitor.sock") + ",server=on,wait=off",
 		"-serial", "stdio", "-pidfile", filepath.Join(dir, "qemu.pid")}
@@ -186,7 +212,11 @@ func Start(t testing.TB, opts ...Option) *VM {
 			args = append(args, "-drive", "if=none,id="+id+",file="+d.path+",format="+d.format+",snapshot=on",
 				"-device", "qemu-xhci,id=xhci"+id, "-device", "usb-storage,bus=xhci"+id+".0,drive="+id)
 		default:
-			args = append(args, "-drive", "file="+d.path+",if="+d.iface+",format="+d.format+",snapshot=on")
+			snap := ",snapshot=on"
+			if d.writable {
+				snap = ""
+			}
+			args = append(args, "-drive", "file="+d.path+",if="+d.iface+",format="+d.format+snap)
 		}
 	}
 	args = append(args, c.extra...)
