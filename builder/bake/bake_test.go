@@ -3,6 +3,9 @@ package bake_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -444,4 +447,48 @@ func TestBakeRejectsCorruptBlobs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBakeCountsFileBytes: a host file counts with its real size in the
+// summary (it is written with an unknown size), and the JSON summary uses
+// the same camelCase keys as every other --json output.
+func TestBakeCountsFileBytes(t *testing.T) {
+	tr := newTestRegistry(t)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	sum := sha256.Sum256(big)
+	body := baseManifest + "  - name: big\n    source: big.bin\n    sha256: " + hex.EncodeToString(sum[:]) + "\n"
+	m := manifest(t, body)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(m), "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "bundle")
+	s, err := bake.Bake(context.Background(), opts(tr, m, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Written.BytesWritten < int64(len(big)) {
+		t.Errorf("wrote %d bytes, want at least %d (the 1 MiB file)", s.Written.BytesWritten, len(big))
+	}
+	if s.Written.BytesWritten > s.UniqueBytes {
+		t.Errorf("wrote %d bytes, more than the bundle's %d unique bytes", s.Written.BytesWritten, s.UniqueBytes)
+	}
+	s2, err := bake.Bake(context.Background(), opts(tr, m, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Written.BytesSkipped < int64(len(big)) {
+		t.Errorf("re-bake skipped %d bytes, want at least %d (the 1 MiB file)", s2.Written.BytesSkipped, len(big))
+	}
+	raw, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generic map[string]any
+	json.Unmarshal(raw, &generic)
+	written, _ := generic["written"].(map[string]any)
+	for _, k := range []string{"blobsWritten", "blobsSkipped", "bytesWritten", "bytesSkipped"} {
+		if _, ok := written[k]; !ok {
+			t.Errorf("--json written lacks %q: %s", k, raw)
+		}
+	}
 }

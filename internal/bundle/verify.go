@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +66,20 @@ type Report struct {
 
 // OK reports whether no problem was found.
 func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// MarshalJSON adds "ok" (the value of OK) to the report, as every --json
+// report that can fail has one, and writes no problems as [].
+func (r *Report) MarshalJSON() ([]byte, error) {
+	type plain Report
+	p := plain(*r)
+	if p.Problems == nil {
+		p.Problems = []Problem{}
+	}
+	return json.Marshal(struct {
+		OK bool `json:"ok"`
+		plain
+	}{r.OK(), p})
+}
 
 // Problem is one finding of Verify. Problems about a blob name every
 // artifact that uses it, with the blob's role in it.
