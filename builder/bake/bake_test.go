@@ -3,6 +3,7 @@ package bake_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -490,5 +491,37 @@ func TestBakeCountsFileBytes(t *testing.T) {
 		if _, ok := written[k]; !ok {
 			t.Errorf("--json written lacks %q: %s", k, raw)
 		}
+	}
+}
+
+// TestUnsignedRebakeRemovesSignature: a bake without a key leaves no
+// signature of an earlier bake behind.
+func TestUnsignedRebakeRemovesSignature(t *testing.T) {
+	tr := newTestRegistry(t)
+	m := manifest(t, baseManifest)
+	out := filepath.Join(t.TempDir(), "bundle")
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := opts(tr, m, out)
+	o.SignKey = priv
+	if sum, err := bake.Bake(context.Background(), o); err != nil || !sum.Signed {
+		t.Fatalf("signed bake: %v", err)
+	}
+	sum, err := bake.Bake(context.Background(), opts(tr, m, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Signed || !sum.SignatureRemoved {
+		t.Errorf("unsigned re-bake: signed %v, signature removed %v; want false, true", sum.Signed, sum.SignatureRemoved)
+	}
+	if _, err := os.Stat(filepath.Join(out, bundle.SignatureFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s after an unsigned bake: %v, want it gone", bundle.SignatureFile, err)
+	}
+	s, _ := bundle.Open(out)
+	rep, err := s.Verify(context.Background(), bundle.VerifyOptions{})
+	if err != nil || rep.Signature != bundle.SignatureAbsent {
+		t.Errorf("verify: signature %q (%v), want %q", rep.Signature, err, bundle.SignatureAbsent)
 	}
 }

@@ -599,6 +599,12 @@ func writeMetadata(ctx context.Context, st *state) error {
 			return err
 		}
 		st.summary.Signed = true
+	} else {
+		removed, err := st.store.Unsign()
+		if err != nil {
+			return err
+		}
+		st.summary.SignatureRemoved = removed
 	}
 	st.summary.Written = st.writer.Stats()
 	return st.store.Sync()
