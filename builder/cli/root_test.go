@@ -1,0 +1,30 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestUnknownCommandFails: a mistyped command exits non-zero and suggests
+// the right one; a command group alone still prints its help.
+func TestUnknownCommandFails(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bundle", "verfy"}, `unknown command "verfy" for "kpaas bundle" (did you mean "verify"?)`},
+		{[]string{"key", "gen"}, `unknown command "gen" for "kpaas key" (did you mean "generate"?)`},
+		{[]string{"bakee"}, `unknown command "bakee" for "kpaas"`},
+		{[]string{"toolchain", "biuld"}, `unknown command "biuld" for "kpaas toolchain"`},
+		{[]string{"bundle", "frobnicate"}, `unknown command "frobnicate" for "kpaas bundle"; see 'kpaas bundle --help'`},
+	} {
+		_, _, err := kpaas(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("kpaas %s: err = %v, want %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+	out, _, err := kpaas(t, "bundle")
+	if err != nil || !strings.Contains(out, "verify") {
+		t.Errorf("kpaas bundle: err = %v, output %q; want its help", err, out)
+	}
+}
