@@ -525,3 +525,33 @@ func TestUnsignedRebakeRemovesSignature(t *testing.T) {
 		t.Errorf("verify: signature %q (%v), want %q", rep.Signature, err, bundle.SignatureAbsent)
 	}
 }
+
+// TestBakeRemovesTempFiles: temp files a killed bake left are removed by
+// the next bake; a bake that fails to resolve leaves a valid empty index.
+func TestBakeRemovesTempFiles(t *testing.T) {
+	tr := newTestRegistry(t)
+	m := manifest(t, baseManifest)
+	out := filepath.Join(t.TempDir(), "bundle")
+	o := opts(tr, m, out)
+	o.Offline = true
+	if _, err := bake.Bake(context.Background(), o); err == nil {
+		t.Fatal("offline bake without a mirror succeeded")
+	}
+	b, err := os.ReadFile(filepath.Join(out, bundle.IndexFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"manifests": []`)) {
+		t.Errorf("index.json after a failed resolve:\n%s\nwant \"manifests\": []", b)
+	}
+	tmp := filepath.Join(out, "blobs", "sha256", ".tmp-"+strings.Repeat("0", 64)+"-42")
+	if err := os.WriteFile(tmp, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bake.Bake(context.Background(), opts(tr, m, out)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("temp file after a bake: %v, want it removed", err)
+	}
+}

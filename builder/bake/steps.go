@@ -25,6 +25,7 @@ import (
 	"kpaas.dev/appliance/builder/charts"
 	"kpaas.dev/appliance/builder/source"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/progress"
 	"kpaas.dev/appliance/internal/ref"
 )
 
@@ -87,6 +88,13 @@ func loadManifest(ctx context.Context, st *state) error {
 	st.store, err = bundle.Create(st.opts.Out)
 	if err != nil {
 		return err
+	}
+	n, size, err := st.store.RemoveTemp()
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		st.opts.Progress.Printf("removed %d temp file(s) (%s) left by an interrupted bake", n, progress.Bytes(size))
 	}
 	jobs := st.opts.Jobs
 	if jobs <= 0 {

@@ -107,6 +107,9 @@ func printVerify(s *streams, dir string, r *bundle.Report, d time.Duration) {
 	if r.Unreferenced > 0 {
 		fmt.Fprintf(s.out, "note: %d unreferenced blob(s) not in index.json (not exported)\n", r.Unreferenced)
 	}
+	if r.TempFiles > 0 {
+		fmt.Fprintf(s.out, "note: %d temp file(s) (%s) left by an interrupted write (not exported; the next bake removes them)\n", r.TempFiles, progress.Bytes(r.TempBytes))
+	}
 	for _, p := range r.Problems {
 		fmt.Fprintln(s.out, "problem:", p.String())
 	}
@@ -165,6 +168,9 @@ func printInspect(s *streams, in *bundle.Inspection) {
 	fmt.Fprintf(s.out, "on disk        %s", progress.Bytes(t.DiskBytes))
 	if t.UnreferencedBlobs > 0 {
 		fmt.Fprintf(s.out, " (including %d unreferenced blob(s), %s)", t.UnreferencedBlobs, progress.Bytes(t.UnreferencedBytes))
+	}
+	if t.TempFiles > 0 {
+		fmt.Fprintf(s.out, " (including %d temp file(s) left by an interrupted write, %s: the next bake removes them)", t.TempFiles, progress.Bytes(t.TempBytes))
 	}
 	fmt.Fprintln(s.out)
 }

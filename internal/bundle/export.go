@@ -284,7 +284,7 @@ func (w *splitWriter) Write(p []byte) (int, error) {
 			if len(w.parts) >= MaxParts {
 				return total, fmt.Errorf("more than %d parts", MaxParts)
 			}
-			f, err := os.CreateTemp(w.dir, ".tmp-"+PartName(w.base, len(w.parts))+"-*")
+			f, err := os.CreateTemp(w.dir, tempPrefix+PartName(w.base, len(w.parts))+"-*")
 			if err != nil {
 				return total, err
 			}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -51,6 +52,10 @@ type Totals struct {
 	// index.json does not reach (left by an earlier bake).
 	UnreferencedBlobs int   `json:"unreferencedBlobs"`
 	UnreferencedBytes int64 `json:"unreferencedBytes"`
+	// TempFiles and TempBytes are temp files an interrupted write left
+	// (part of DiskBytes; the next bake removes them).
+	TempFiles int   `json:"tempFiles"`
+	TempBytes int64 `json:"tempBytes"`
 }
 
 // Inspect lists the bundle's artifacts and totals. It reads index.json,
@@ -93,6 +98,11 @@ func (s *Store) Inspect() (*Inspection, error) {
 			return err
 		}
 		in.Totals.DiskBytes += fi.Size()
+		if strings.HasPrefix(de.Name(), tempPrefix) {
+			in.Totals.TempFiles++
+			in.Totals.TempBytes += fi.Size()
+			return nil
+		}
 		if filepath.Dir(p) == filepath.Join(s.root, BlobsDir, "sha256") {
 			h := v1.Hash{Algorithm: "sha256", Hex: de.Name()}
 			if _, ok := g.blobs[h]; !ok && checkHash(h) == nil {

@@ -57,8 +57,12 @@ type Report struct {
 	Bytes     int64 `json:"bytes"` // their total size
 	// Unreferenced counts blob files that index.json does not reach
 	// (left by an earlier bake); they are not an error.
-	Unreferenced int    `json:"unreferenced"`
-	Signature    string `json:"signature"`
+	Unreferenced int `json:"unreferenced"`
+	// TempFiles and TempBytes count temp files an interrupted write left
+	// (not an error: the next bake removes them).
+	TempFiles int    `json:"tempFiles"`
+	TempBytes int64  `json:"tempBytes"`
+	Signature string `json:"signature"`
 	// KeyFingerprint is the fingerprint of the key that was checked.
 	KeyFingerprint string    `json:"keyFingerprint,omitempty"`
 	Problems       []Problem `json:"problems"`
@@ -187,6 +191,8 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (*Report, error)
 	r.Problems = append(r.Problems, s.checkSums(g)...)
 	r.Problems = append(r.Problems, s.checkSignature(r, opts.PublicKey)...)
 	r.Unreferenced = s.countUnreferenced(g)
+	tmp, tmpSize := s.TempFiles()
+	r.TempFiles, r.TempBytes = len(tmp), tmpSize
 
 	if len(r.Problems) > 0 {
 		return r, &VerifyError{Problems: r.Problems}
