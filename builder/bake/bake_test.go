@@ -555,3 +555,27 @@ func TestBakeRemovesTempFiles(t *testing.T) {
 		t.Errorf("temp file after a bake: %v, want it removed", err)
 	}
 }
+
+// TestBakeListsEveryUnresolvedImage: a network failure does not stop the
+// resolve at the first image: every image that could not be resolved is
+// listed, those not found and those whose registry failed.
+func TestBakeListsEveryUnresolvedImage(t *testing.T) {
+	tr := newTestRegistry(t)
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadHost := strings.TrimPrefix(dead.URL, "http://")
+	dead.Close() // nothing listens there any more
+	body := strings.Replace(baseManifest, "  - docker.io/test/multi:1\n",
+		"  - docker.io/test/multi:1\n  - docker.io/test/absent:1\n  - quay.io/test/a:1\n  - quay.io/test/b:1\n", 1)
+	m := manifest(t, body)
+	o := opts(tr, m, filepath.Join(t.TempDir(), "b"))
+	o.Registry.Rewrite["quay.io"] = deadHost
+	_, err := bake.Bake(context.Background(), o)
+	if err == nil {
+		t.Fatal("bake with an unreachable registry succeeded")
+	}
+	for _, want := range []string{"3 of 6 images could not be resolved", "docker.io/test/absent:1", "quay.io/test/a:1: ", "quay.io/test/b:1: "} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v\nwant it to name %q", err, want)
+		}
+	}
+}

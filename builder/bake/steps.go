@@ -254,10 +254,13 @@ func resolveImages(ctx context.Context, st *state) error {
 
 	// Resolve with ctx, not the group's context: the resolved images fetch
 	// lazily, later, with the context they were resolved with.
+	// Every image is tried, whatever happens to the others: images that
+	// are not there and images whose source failed (no such host, refused,
+	// 401, …) are all listed together.
 	var g errgroup.Group
 	g.SetLimit(8)
 	var mu sync.Mutex
-	var missing []string
+	var missing, failed []string
 	for _, a := range order {
 		g.Go(func() error {
 			img, err := st.images.Resolve(ctx, a.ref)
@@ -265,26 +268,37 @@ func resolveImages(ctx context.Context, st *state) error {
 				a.resolved = img
 				return nil
 			}
-			if !errors.Is(err, source.ErrNotFound) {
-				return err
+			name := a.ref.String()
+			if len(a.fromChart) > 0 {
+				name = fmt.Sprintf("%s (needed by chart %s)", a.ref, strings.Join(a.fromChart, ", "))
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if len(a.fromChart) > 0 {
-				missing = append(missing, fmt.Sprintf("%s (needed by chart %s)", a.ref, strings.Join(a.fromChart, ", ")))
+			if errors.Is(err, source.ErrNotFound) {
+				missing = append(missing, name)
 			} else {
-				missing = append(missing, a.ref.String())
+				failed = append(failed, name+": "+strings.TrimPrefix(err.Error(), "resolving "+a.ref.String()+" "))
 			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	g.Wait()
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if len(missing) > 0 {
+	if len(missing)+len(failed) > 0 {
 		sort.Strings(missing)
-		return fmt.Errorf("%d images could not be resolved (%s); add them to the mirror or registry, or list chart images under exclude: with a reason:\n  %s",
-			len(missing), st.images, strings.Join(missing, "\n  "))
+		sort.Strings(failed)
+		var b strings.Builder
+		fmt.Fprintf(&b, "%d of %d images could not be resolved (%s)", len(missing)+len(failed), len(order), st.images)
+		if len(missing) > 0 {
+			fmt.Fprintf(&b, "\n%d not found; add them to the mirror or registry, or list chart images under exclude: with a reason:\n  %s",
+				len(missing), strings.Join(missing, "\n  "))
+		}
+		if len(failed) > 0 {
+			fmt.Fprintf(&b, "\n%d failed (network, credentials, registry errors):\n  %s", len(failed), strings.Join(failed, "\n  "))
+		}
+		return errors.New(b.String())
 	}
 	st.resolved = order
 	for _, a := range order {
