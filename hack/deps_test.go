@@ -8,14 +8,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // TestDemoInstallsDepsFirst: `make demo` runs the dependency installer
 // before the toolchain build.
 func TestDemoInstallsDepsFirst(t *testing.T) {
-	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("make is not installed")
-	}
+	testenv.RequireTool(t, "make")
 	out, err := exec.Command("make", "-C", "..", "-n", "demo").CombinedOutput()
 	if err != nil {
 		t.Fatalf("make -n demo: %v\n%s", err, out)

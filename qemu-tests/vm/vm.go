@@ -27,6 +27,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // KeepEnv is the environment variable that keeps failed tests' VMs and
@@ -39,14 +41,10 @@ func Keep() bool {
 	return v != "" && v != "0" && v != "false"
 }
 
-// Need skips the test when a program is missing.
+// Need skips the test when a program is missing (fails it in CI).
 func Need(t testing.TB, progs ...string) {
 	t.Helper()
-	for _, p := range progs {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s not installed (hack/install-deps.sh installs it)", p)
-		}
-	}
+	testenv.RequireTools(t, progs...)
 }
 
 // Dir is a work folder for the test, removed when it ends, or kept (and
@@ -165,7 +163,7 @@ func Start(t testing.TB, opts ...Option) *VM {
 	if c.firmware == OVMF {
 		code, vars, err := FindOVMF()
 		if err != nil {
-			t.Skip(err)
+			testenv.SkipOrFail(t, err.Error())
 		}
 		own := filepath.Join(dir, "OVMF_VARS.fd")
 		if err := copyFile(vars, own); err != nil {
