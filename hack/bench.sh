@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The bake benchmark (issue 2; docs/benchmarks.md): bake one image set served
+# The bake benchmark (docs/benchmarks.md): bake one image set served
 # by a registry on 127.0.0.1 into an OCI layout with kpaas, skopeo and crane
 # in the same run, and report ratios. `make bench` runs it.
 #

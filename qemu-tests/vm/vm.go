@@ -1,8 +1,8 @@
 // Package vm starts QEMU virtual machines for tests and matches lines on
 // their serial console.
 //
-// A VM runs under software emulation (TCG, one CPU: what research/qemu-boot.md
-// measured as fastest on two shared cores), without network, and with every
+// A VM runs under software emulation (TCG, one CPU: measured as fastest on
+// two shared cores), without network, and with every
 // disk opened snapshot=on, so one built image can be booted by many tests
 // and is never changed. Its serial console (and QEMU's own messages) go to
 // serial.log in the VM's folder, which Expect reads as it grows.
