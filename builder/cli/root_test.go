@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -26,5 +28,31 @@ func TestUnknownCommandFails(t *testing.T) {
 	out, _, err := kpaas(t, "bundle")
 	if err != nil || !strings.Contains(out, "verify") {
 		t.Errorf("kpaas bundle: err = %v, output %q; want its help", err, out)
+	}
+}
+
+// TestReadmeBakeSynopsis: the README's bake synopsis names every flag of
+// kpaas bake.
+func TestReadmeBakeSynopsis(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var synopsis string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "| `kpaas bake ") {
+			synopsis = line
+		}
+	}
+	if synopsis == "" {
+		t.Fatal("README has no kpaas bake row")
+	}
+	// Flag usages read "  -o, --out string   …" or "      --json   …".
+	usage := newBakeCmd(&streams{}).Flags().FlagUsages()
+	for _, m := range regexp.MustCompile(`(?m)^\s+(?:-(\w), )?--([a-z-]+)`).FindAllStringSubmatch(usage, -1) {
+		short, long := m[1], m[2]
+		if !strings.Contains(synopsis, "--"+long) && (short == "" || !regexp.MustCompile(`[\[ ]-`+short+`[\] ]`).MatchString(synopsis)) {
+			t.Errorf("README's bake synopsis lacks --%s", long)
+		}
 	}
 }
