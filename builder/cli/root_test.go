@@ -2,9 +2,15 @@ package cli
 
 import (
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
+
+	"kpaas.dev/appliance/builder/bake"
+	"kpaas.dev/appliance/builder/image"
+	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/push"
 )
 
 // TestUnknownCommandFails: a mistyped command exits non-zero and suggests
@@ -54,5 +60,42 @@ func TestReadmeBakeSynopsis(t *testing.T) {
 		if !strings.Contains(synopsis, "--"+long) && (short == "" || !regexp.MustCompile(`[\[ ]-`+short+`[\] ]`).MatchString(synopsis)) {
 			t.Errorf("README's bake synopsis lacks --%s", long)
 		}
+	}
+}
+
+// TestJSONKeysCamelCase: every --json output uses one convention: each
+// field has a camelCase json name (no Go field names), all the way down.
+func TestJSONKeysCamelCase(t *testing.T) {
+	for _, v := range []any{bake.Summary{}, bundle.Report{}, bundle.Inspection{}, lintResult{}, image.Summary{}, push.Summary{}} {
+		checkJSONNames(t, reflect.TypeOf(v), reflect.TypeOf(v).String(), map[reflect.Type]bool{})
+	}
+}
+
+func checkJSONNames(t *testing.T, typ reflect.Type, path string, seen map[reflect.Type]bool) {
+	t.Helper()
+	for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice || typ.Kind() == reflect.Array || typ.Kind() == reflect.Map {
+		typ = typ.Elem()
+	}
+	if typ.Kind() != reflect.Struct || seen[typ] || typ.PkgPath() == "time" || strings.HasPrefix(typ.PkgPath(), "github.com/") {
+		return
+	}
+	seen[typ] = true
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if tag == "-" {
+			continue
+		}
+		if f.Anonymous && tag == "" {
+			checkJSONNames(t, f.Type, path, seen)
+			continue
+		}
+		if tag == "" || !regexp.MustCompile(`^[a-z][a-zA-Z0-9]*$`).MatchString(tag) {
+			t.Errorf("%s.%s: json name %q, want camelCase", path, f.Name, tag)
+		}
+		checkJSONNames(t, f.Type, path+"."+f.Name, seen)
 	}
 }
