@@ -200,23 +200,24 @@ func (c *client) ping2(ctx context.Context) error {
 	if resp.StatusCode == http.StatusUnauthorized {
 		err := newHTTPError(resp.Request, resp)
 		resp.Body.Close()
-		return &credentialsError{host: c.base.Host, user: c.user, err: err}
+		return &credentialsError{user: c.user, err: err}
 	}
 	resp.Body.Close()
 	return nil
 }
 
 // credentialsError is a registry refusing the user name and password.
+// Callers add which registry.
 type credentialsError struct {
-	host, user string
-	err        error
+	user string
+	err  error
 }
 
 func (e *credentialsError) Error() string {
 	if e.user == "" {
-		return fmt.Sprintf("registry %s wants credentials: give --username (%v)", e.host, e.err)
+		return fmt.Sprintf("the registry wants credentials: give --username (%v)", e.err)
 	}
-	return fmt.Sprintf("registry %s refused user %q: the user name or password is not right (%v)", e.host, e.user, e.err)
+	return fmt.Sprintf("the registry refused user %q: the user name or password is not right (%v)", e.user, e.err)
 }
 
 func (e *credentialsError) Unwrap() error { return e.err }
@@ -298,7 +299,7 @@ func (c *client) token(ctx context.Context, scopes []string) (string, error) {
 	defer cancel()
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized {
-		return "", &credentialsError{host: c.base.Host, user: c.user, err: fmt.Errorf("token service: %w", newHTTPError(req, resp))}
+		return "", &credentialsError{user: c.user, err: fmt.Errorf("token service: %w", newHTTPError(req, resp))}
 	}
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("fetching registry token: %w", newHTTPError(req, resp))
