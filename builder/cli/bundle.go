@@ -170,7 +170,7 @@ func printInspect(s *streams, in *bundle.Inspection) {
 		fmt.Fprintf(s.out, " (including %d unreferenced blob(s), %s)", t.UnreferencedBlobs, progress.Bytes(t.UnreferencedBytes))
 	}
 	if t.TempFiles > 0 {
-		fmt.Fprintf(s.out, " (including %d temp file(s) left by an interrupted write, %s: the next bake removes them)", t.TempFiles, progress.Bytes(t.TempBytes))
+		fmt.Fprintf(s.out, "; besides, %d temp file(s) (%s) left by an interrupted write: the next bake removes them", t.TempFiles, progress.Bytes(t.TempBytes))
 	}
 	fmt.Fprintln(s.out)
 }

@@ -46,14 +46,15 @@ type Totals struct {
 	// Blobs is the number of distinct reachable blobs.
 	Blobs int `json:"blobs"`
 	// DiskBytes adds up the sizes of every file in the bundle folder
-	// (metadata, reachable and unreferenced blobs).
+	// (metadata, reachable and unreferenced blobs), not the temp files of
+	// interrupted writes.
 	DiskBytes int64 `json:"diskBytes"`
 	// UnreferencedBlobs and UnreferencedBytes are blob files that
 	// index.json does not reach (left by an earlier bake).
 	UnreferencedBlobs int   `json:"unreferencedBlobs"`
 	UnreferencedBytes int64 `json:"unreferencedBytes"`
 	// TempFiles and TempBytes are temp files an interrupted write left
-	// (part of DiskBytes; the next bake removes them).
+	// (not part of DiskBytes; the next bake removes them).
 	TempFiles int   `json:"tempFiles"`
 	TempBytes int64 `json:"tempBytes"`
 }
@@ -97,12 +98,12 @@ func (s *Store) Inspect() (*Inspection, error) {
 		if err != nil {
 			return err
 		}
-		in.Totals.DiskBytes += fi.Size()
 		if strings.HasPrefix(de.Name(), tempPrefix) {
 			in.Totals.TempFiles++
 			in.Totals.TempBytes += fi.Size()
 			return nil
 		}
+		in.Totals.DiskBytes += fi.Size()
 		if filepath.Dir(p) == filepath.Join(s.root, BlobsDir, "sha256") {
 			h := v1.Hash{Algorithm: "sha256", Hex: de.Name()}
 			if _, ok := g.blobs[h]; !ok && checkHash(h) == nil {

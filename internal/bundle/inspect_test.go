@@ -67,6 +67,10 @@ func TestInspect(t *testing.T) {
 // verify and inspect (not as blobs), and RemoveTemp removes them.
 func TestTempFilesReported(t *testing.T) {
 	f := newFixture(t)
+	before, err := f.store.Inspect()
+	if err != nil {
+		t.Fatal(err)
+	}
 	tmp := filepath.Join(f.dir, "blobs", "sha256", ".tmp-"+strings.Repeat("a", 64)+"-123")
 	if err := os.WriteFile(tmp, make([]byte, 1000), 0o644); err != nil {
 		t.Fatal(err)
@@ -79,7 +83,7 @@ func TestTempFilesReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.Totals.TempFiles != 1 || in.Totals.TempBytes != 1000 || in.Totals.UnreferencedBlobs != 0 {
+	if in.Totals.TempFiles != 1 || in.Totals.TempBytes != 1000 || in.Totals.UnreferencedBlobs != 0 || in.Totals.DiskBytes != before.Totals.DiskBytes {
 		t.Errorf("inspect totals = %+v, want 1 temp file of 1000 bytes", in.Totals)
 	}
 	if n, size, err := f.store.RemoveTemp(); n != 1 || size != 1000 || err != nil {
