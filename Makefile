@@ -22,8 +22,12 @@ deps: ## Install the host tools the tests use (Debian packages; needs root)
 build: ## Build the kpaas binary into out/bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(KPAAS) ./builder/cmd/kpaas
 
+.PHONY: demo-deps
+demo-deps: ## Install the Debian packages `make demo` needs (as root; otherwise names them and fails)
+	hack/install-deps.sh demo
+
 .PHONY: demo
-demo: build ## Bake the demo bundle (bundles/demo.yaml: Kubernetes from source + demo workload) offline into out/demo-bundle, signed
+demo: demo-deps build ## Bake the demo bundle (bundles/demo.yaml: Kubernetes from source + demo workload) offline into out/demo-bundle, signed
 	$(KPAAS) toolchain build --out $(OUT)/mirror
 	$(GO) run ./bundles/demo/mkmirror -o $(OUT)/demo-mirror
 	@test -f $(OUT)/demo.key || $(KPAAS) key generate -o $(OUT)/demo

@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // forbidden are packages that fetch from the network. The agent runs on
@@ -21,9 +23,7 @@ var forbidden = []string{
 }
 
 func TestAgentImportsNoNetworkFetching(t *testing.T) {
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("go command not found")
-	}
+	testenv.RequireTool(t, "go")
 	out, err := exec.Command("go", "list", "-deps", "kpaas.dev/appliance/agent/...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)

@@ -9,6 +9,7 @@ import (
 
 	"kpaas.dev/appliance/builder/bake"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // TestDemoBundleBakesOffline bakes bundles/demo.yaml exactly as `make demo`
@@ -24,7 +25,7 @@ func TestDemoBundleBakesOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(toolchain, "files", "SHA256SUMS")); err != nil {
-		t.Skipf("the toolchain mirror is not built (%v): run `make toolchain`", err)
+		testenv.SkipOrFailf(t, "the toolchain mirror is not built (%v): run `make toolchain`", err)
 	}
 	osImage, err := filepath.Abs("../out/os")
 	if err != nil {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The media benchmark (issue 5; docs/benchmarks.md): build raw + qcow2 + ISO
+# The media benchmark (docs/benchmarks.md): build raw + qcow2 + ISO
 # from a bundle of at least 1 GiB with `kpaas image build`, and in the same
 # run the equivalent pipeline of host tools (tar, mksquashfs, mkfs.vfat +
 # mcopy, truncate + sfdisk + dd, qemu-img convert, xorriso) on the same
@@ -486,7 +486,7 @@ ksteps=$(jq -r '.steps[] | "\(.name)\t\(.durationNs / 1e9)"' "$K/summary.json" |
 hsteps=$(awk -F'\t' '{printf "%s %.2f, ", $1, $2}' "$H/steps.tsv" | sed 's/, $//')
 
 {
-  echo "# Media benchmark: kpaas image build vs host tools (issue 5)"
+  echo "# Media benchmark: kpaas image build vs host tools"
   echo
   echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores (load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)), $REPS repetition(s), alternating; medians."
   echo "Bundle: $OS_REF + benchgen set (scale $SCALE), platforms linux/amd64: $BUNDLE_FILES files, $BUNDLE_BYTES bytes ($(mib "$BUNDLE_BYTES") MiB); OS layers $OS_LAYER_BYTES bytes,"

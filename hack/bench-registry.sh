@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The registry benchmarks (issue 3; docs/benchmarks.md): the seed against a
+# The registry benchmarks (docs/benchmarks.md): the seed against a
 # distribution v3 registry serving the same content to the same client, and
 # kpaas push against skopeo copy into distribution, all on 127.0.0.1 in the
 # same run. `make bench` runs it after hack/bench.sh.

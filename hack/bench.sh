@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The bake benchmark (issue 2; docs/benchmarks.md): bake one image set served
+# The bake benchmark (docs/benchmarks.md): bake one image set served
 # by a registry on 127.0.0.1 into an OCI layout with kpaas, skopeo and crane
 # in the same run, and report ratios. `make bench` runs it.
 #
@@ -133,7 +133,7 @@ measure() {
   blob_b=$(find "$dest/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
   blob_n=$(find "$dest/blobs" -type f | wc -l)
   if [ "$mode" = kpaas ]; then
-    written=$(jq -r .written.BytesWritten "$LOG/kpaas-summary.json")
+    written=$(jq -r .written.bytesWritten "$LOG/kpaas-summary.json")
     cp "$LOG/kpaas-summary.json" "$LOG/$kind-kpaas-$rep.json"
   fi
   local wall sy

@@ -1,24 +1,51 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the toolchain build, the tests and the
-# benchmarks need: a C compiler and libseccomp for runc; skopeo, openssl and
-# GNU tar as independent peers and checkers; sfdisk, fsck.vfat, mtools,
-# unsquashfs, qemu-img and xorriso to check the disk images we write; and
-# isolinux/syslinux, whose boot files the ISO writer reads; mmdebstrap and
-# friends for `kpaas os build`; QEMU and OVMF for qemu-tests/. Safe to re-run;
-# installs only what is missing. Needs root.
+# Installs the Debian packages a target needs. Safe to re-run; installs only
+# what is missing, and fetches the apt lists when there are none (the
+# toolchain's netfilter layer is fetched with apt).
+#
+#   hack/install-deps.sh demo   what `make demo` needs: a C compiler, static
+#                               libc and libseccomp (runc, pause), binutils,
+#                               pkg-config
+#   hack/install-deps.sh        everything the tests and benchmarks need too:
+#                               skopeo, openssl and GNU tar as independent
+#                               peers and checkers; sfdisk, fsck.vfat, mtools,
+#                               unsquashfs, qemu-img and xorriso to check the
+#                               disk images we write; isolinux/syslinux, whose
+#                               boot files the ISO writer reads; mmdebstrap and
+#                               friends for `kpaas os build`; QEMU and OVMF for
+#                               qemu-tests/
+#
+# Installing needs root. Run as another user, it installs nothing and, when
+# something is missing, names the packages and the command, and fails.
 set -euo pipefail
-pkgs=(gcc libc6-dev libseccomp-dev pkg-config skopeo openssl tar time
-      fdisk dosfstools mtools squashfs-tools qemu-utils xorriso isolinux syslinux-common cpio
-      mmdebstrap systemd-boot-efi kmod xz-utils binutils e2fsprogs qemu-system-x86 ovmf)
+demo=(gcc libc6-dev libseccomp-dev pkg-config binutils)
+all=("${demo[@]}" skopeo openssl tar time
+     fdisk dosfstools mtools squashfs-tools qemu-utils xorriso isolinux syslinux-common cpio
+     mmdebstrap systemd-boot-efi kmod xz-utils e2fsprogs qemu-system-x86 ovmf)
+case "${1:-all}" in
+  demo) pkgs=("${demo[@]}") ;;
+  all) pkgs=("${all[@]}") ;;
+  *) echo "install-deps: unknown set ${1} (want demo or all)" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+lists=yes
+ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || lists=no
+if [ ${#missing[@]} -eq 0 ] && [ $lists = yes ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
-  echo "install-deps: need root to install: ${missing[*]}" >&2
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: missing Debian packages: ${missing[*]}" >&2
+    echo "install-deps: install them as root: sudo apt-get install ${missing[*]}  (or: sudo $0 ${1:-all})" >&2
+  fi
+  if [ $lists = no ]; then
+    echo "install-deps: the apt package lists are empty: run sudo apt-get update" >&2
+  fi
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

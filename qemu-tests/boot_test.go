@@ -56,7 +56,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // rootSquashfs unpacks the OS image's layers and makes the root squashfs
-// (zstd, which the kernel mounts; see research/qemu-boot.md).
+// (zstd, which the kernel mounts).
 func rootSquashfs(t *testing.T, layout, out string) {
 	t.Helper()
 	s, err := bundle.Open(layout)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // fakeSys builds a /sys/class/block tree like the kernel's: partition
@@ -59,9 +61,7 @@ func TestScan(t *testing.T) {
 // gptImage makes a GPT image with sfdisk, the independent tool.
 func gptImage(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("sfdisk"); err != nil {
-		t.Skip("sfdisk not installed (apt-get install fdisk)")
-	}
+	testenv.RequireTool(t, "sfdisk")
 	img := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(img, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -146,9 +146,7 @@ func TestProbe(t *testing.T) {
 }
 
 func TestProbeRealExt4(t *testing.T) {
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 not installed")
-	}
+	testenv.RequireTool(t, "mkfs.ext4")
 	img := filepath.Join(t.TempDir(), "e4.img")
 	os.WriteFile(img, nil, 0o644)
 	os.Truncate(img, 8<<20)

@@ -45,18 +45,21 @@ type Options struct {
 
 // Summary is what a bake did.
 type Summary struct {
-	Bundle       string        `json:"bundle"`
-	Images       int           `json:"images"`
-	Charts       int           `json:"charts"`
-	Files        int           `json:"files"`
-	ChartImages  int           `json:"chartImages"` // images added because a chart needs them
-	Blobs        int64         `json:"blobs"`
-	UniqueBytes  int64         `json:"uniqueBytes"`
-	LogicalBytes int64         `json:"logicalBytes"`
-	DedupSaved   int64         `json:"dedupSavedBytes"`
-	Written      bundle.Stats  `json:"written"`
-	Signed       bool          `json:"signed"`
-	Duration     time.Duration `json:"durationNs"`
+	Bundle       string       `json:"bundle"`
+	Images       int          `json:"images"`
+	Charts       int          `json:"charts"`
+	Files        int          `json:"files"`
+	ChartImages  int          `json:"chartImages"` // images added because a chart needs them
+	Blobs        int64        `json:"blobs"`
+	UniqueBytes  int64        `json:"uniqueBytes"`
+	LogicalBytes int64        `json:"logicalBytes"`
+	DedupSaved   int64        `json:"dedupSavedBytes"`
+	Written      bundle.Stats `json:"written"`
+	Signed       bool         `json:"signed"`
+	// SignatureRemoved: the bake was unsigned and removed the signature an
+	// earlier bake had left (it no longer matched SHA256SUMS).
+	SignatureRemoved bool          `json:"signatureRemoved,omitempty"`
+	Duration         time.Duration `json:"durationNs"`
 }
 
 // state is what the steps share. Each step reads what earlier steps set.

@@ -3,6 +3,10 @@ package bake_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -444,4 +448,134 @@ func TestBakeRejectsCorruptBlobs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBakeCountsFileBytes: a host file counts with its real size in the
+// summary (it is written with an unknown size), and the JSON summary uses
+// the same camelCase keys as every other --json output.
+func TestBakeCountsFileBytes(t *testing.T) {
+	tr := newTestRegistry(t)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	sum := sha256.Sum256(big)
+	body := baseManifest + "  - name: big\n    source: big.bin\n    sha256: " + hex.EncodeToString(sum[:]) + "\n"
+	m := manifest(t, body)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(m), "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "bundle")
+	s, err := bake.Bake(context.Background(), opts(tr, m, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Written.BytesWritten < int64(len(big)) {
+		t.Errorf("wrote %d bytes, want at least %d (the 1 MiB file)", s.Written.BytesWritten, len(big))
+	}
+	if s.Written.BytesWritten > s.UniqueBytes {
+		t.Errorf("wrote %d bytes, more than the bundle's %d unique bytes", s.Written.BytesWritten, s.UniqueBytes)
+	}
+	s2, err := bake.Bake(context.Background(), opts(tr, m, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Written.BytesSkipped < int64(len(big)) {
+		t.Errorf("re-bake skipped %d bytes, want at least %d (the 1 MiB file)", s2.Written.BytesSkipped, len(big))
+	}
+	raw, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generic map[string]any
+	json.Unmarshal(raw, &generic)
+	written, _ := generic["written"].(map[string]any)
+	for _, k := range []string{"blobsWritten", "blobsSkipped", "bytesWritten", "bytesSkipped"} {
+		if _, ok := written[k]; !ok {
+			t.Errorf("--json written lacks %q: %s", k, raw)
+		}
+	}
+}
+
+// TestUnsignedRebakeRemovesSignature: a bake without a key leaves no
+// signature of an earlier bake behind.
+func TestUnsignedRebakeRemovesSignature(t *testing.T) {
+	tr := newTestRegistry(t)
+	m := manifest(t, baseManifest)
+	out := filepath.Join(t.TempDir(), "bundle")
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := opts(tr, m, out)
+	o.SignKey = priv
+	if sum, err := bake.Bake(context.Background(), o); err != nil || !sum.Signed {
+		t.Fatalf("signed bake: %v", err)
+	}
+	sum, err := bake.Bake(context.Background(), opts(tr, m, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Signed || !sum.SignatureRemoved {
+		t.Errorf("unsigned re-bake: signed %v, signature removed %v; want false, true", sum.Signed, sum.SignatureRemoved)
+	}
+	if _, err := os.Stat(filepath.Join(out, bundle.SignatureFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s after an unsigned bake: %v, want it gone", bundle.SignatureFile, err)
+	}
+	s, _ := bundle.Open(out)
+	rep, err := s.Verify(context.Background(), bundle.VerifyOptions{})
+	if err != nil || rep.Signature != bundle.SignatureAbsent {
+		t.Errorf("verify: signature %q (%v), want %q", rep.Signature, err, bundle.SignatureAbsent)
+	}
+}
+
+// TestBakeRemovesTempFiles: temp files a killed bake left are removed by
+// the next bake; a bake that fails to resolve leaves a valid empty index.
+func TestBakeRemovesTempFiles(t *testing.T) {
+	tr := newTestRegistry(t)
+	m := manifest(t, baseManifest)
+	out := filepath.Join(t.TempDir(), "bundle")
+	o := opts(tr, m, out)
+	o.Offline = true
+	if _, err := bake.Bake(context.Background(), o); err == nil {
+		t.Fatal("offline bake without a mirror succeeded")
+	}
+	b, err := os.ReadFile(filepath.Join(out, bundle.IndexFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"manifests": []`)) {
+		t.Errorf("index.json after a failed resolve:\n%s\nwant \"manifests\": []", b)
+	}
+	tmp := filepath.Join(out, "blobs", "sha256", ".tmp-"+strings.Repeat("0", 64)+"-42")
+	if err := os.WriteFile(tmp, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bake.Bake(context.Background(), opts(tr, m, out)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("temp file after a bake: %v, want it removed", err)
+	}
+}
+
+// TestBakeListsEveryUnresolvedImage: a network failure does not stop the
+// resolve at the first image: every image that could not be resolved is
+// listed, those not found and those whose registry failed.
+func TestBakeListsEveryUnresolvedImage(t *testing.T) {
+	tr := newTestRegistry(t)
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadHost := strings.TrimPrefix(dead.URL, "http://")
+	dead.Close() // nothing listens there any more
+	body := strings.Replace(baseManifest, "  - docker.io/test/multi:1\n",
+		"  - docker.io/test/multi:1\n  - docker.io/test/absent:1\n  - quay.io/test/a:1\n  - quay.io/test/b:1\n", 1)
+	m := manifest(t, body)
+	o := opts(tr, m, filepath.Join(t.TempDir(), "b"))
+	o.Registry.Rewrite["quay.io"] = deadHost
+	_, err := bake.Bake(context.Background(), o)
+	if err == nil {
+		t.Fatal("bake with an unreachable registry succeeded")
+	}
+	for _, want := range []string{"3 of 6 images could not be resolved", "docker.io/test/absent:1", "quay.io/test/a:1: ", "quay.io/test/b:1: "} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v\nwant it to name %q", err, want)
+		}
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"kpaas.dev/appliance/builder/charts"
 	"kpaas.dev/appliance/builder/source"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/progress"
 	"kpaas.dev/appliance/internal/ref"
 )
 
@@ -87,6 +88,13 @@ func loadManifest(ctx context.Context, st *state) error {
 	st.store, err = bundle.Create(st.opts.Out)
 	if err != nil {
 		return err
+	}
+	n, size, err := st.store.RemoveTemp()
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		st.opts.Progress.Printf("removed %d temp file(s) (%s) left by an interrupted bake", n, progress.Bytes(size))
 	}
 	jobs := st.opts.Jobs
 	if jobs <= 0 {
@@ -246,10 +254,13 @@ func resolveImages(ctx context.Context, st *state) error {
 
 	// Resolve with ctx, not the group's context: the resolved images fetch
 	// lazily, later, with the context they were resolved with.
+	// Every image is tried, whatever happens to the others: images that
+	// are not there and images whose source failed (no such host, refused,
+	// 401, …) are all listed together.
 	var g errgroup.Group
 	g.SetLimit(8)
 	var mu sync.Mutex
-	var missing []string
+	var missing, failed []string
 	for _, a := range order {
 		g.Go(func() error {
 			img, err := st.images.Resolve(ctx, a.ref)
@@ -257,26 +268,37 @@ func resolveImages(ctx context.Context, st *state) error {
 				a.resolved = img
 				return nil
 			}
-			if !errors.Is(err, source.ErrNotFound) {
-				return err
+			name := a.ref.String()
+			if len(a.fromChart) > 0 {
+				name = fmt.Sprintf("%s (needed by chart %s)", a.ref, strings.Join(a.fromChart, ", "))
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if len(a.fromChart) > 0 {
-				missing = append(missing, fmt.Sprintf("%s (needed by chart %s)", a.ref, strings.Join(a.fromChart, ", ")))
+			if errors.Is(err, source.ErrNotFound) {
+				missing = append(missing, name)
 			} else {
-				missing = append(missing, a.ref.String())
+				failed = append(failed, name+": "+strings.TrimPrefix(err.Error(), "resolving "+a.ref.String()+" "))
 			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	g.Wait()
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if len(missing) > 0 {
+	if len(missing)+len(failed) > 0 {
 		sort.Strings(missing)
-		return fmt.Errorf("%d images could not be resolved (%s); add them to the mirror or registry, or list chart images under exclude: with a reason:\n  %s",
-			len(missing), st.images, strings.Join(missing, "\n  "))
+		sort.Strings(failed)
+		var b strings.Builder
+		fmt.Fprintf(&b, "%d of %d images could not be resolved (%s)", len(missing)+len(failed), len(order), st.images)
+		if len(missing) > 0 {
+			fmt.Fprintf(&b, "\n%d not found; add them to the mirror or registry, or list chart images under exclude: with a reason:\n  %s",
+				len(missing), strings.Join(missing, "\n  "))
+		}
+		if len(failed) > 0 {
+			fmt.Fprintf(&b, "\n%d failed (network, credentials, registry errors):\n  %s", len(failed), strings.Join(failed, "\n  "))
+		}
+		return errors.New(b.String())
 	}
 	st.resolved = order
 	for _, a := range order {
@@ -599,6 +621,12 @@ func writeMetadata(ctx context.Context, st *state) error {
 			return err
 		}
 		st.summary.Signed = true
+	} else {
+		removed, err := st.store.Unsign()
+		if err != nil {
+			return err
+		}
+		st.summary.SignatureRemoved = removed
 	}
 	st.summary.Written = st.writer.Stats()
 	return st.store.Sync()

@@ -97,6 +97,8 @@ func printSummary(s *streams, sum *bake.Summary) {
 	signed := "unsigned"
 	if sum.Signed {
 		signed = "signed"
+	} else if sum.SignatureRemoved {
+		signed = "unsigned (the old signature was removed)"
 	}
 	fmt.Fprintf(s.out, "bundle %s: %d images (%d added for charts), %d charts, %d files; %d blobs, %s unique of %s (%s saved by dedup); wrote %d blobs (%s), skipped %d; %s; %s\n",
 		sum.Bundle, sum.Images, sum.ChartImages, sum.Charts, sum.Files, sum.Blobs,

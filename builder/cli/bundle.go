@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -106,6 +107,9 @@ func printVerify(s *streams, dir string, r *bundle.Report, d time.Duration) {
 	if r.Unreferenced > 0 {
 		fmt.Fprintf(s.out, "note: %d unreferenced blob(s) not in index.json (not exported)\n", r.Unreferenced)
 	}
+	if r.TempFiles > 0 {
+		fmt.Fprintf(s.out, "note: %d temp file(s) (%s) left by an interrupted write (not exported; the next bake removes them)\n", r.TempFiles, progress.Bytes(r.TempBytes))
+	}
 	for _, p := range r.Problems {
 		fmt.Fprintln(s.out, "problem:", p.String())
 	}
@@ -165,11 +169,23 @@ func printInspect(s *streams, in *bundle.Inspection) {
 	if t.UnreferencedBlobs > 0 {
 		fmt.Fprintf(s.out, " (including %d unreferenced blob(s), %s)", t.UnreferencedBlobs, progress.Bytes(t.UnreferencedBytes))
 	}
+	if t.TempFiles > 0 {
+		fmt.Fprintf(s.out, "; besides, %d temp file(s) (%s) left by an interrupted write: the next bake removes them", t.TempFiles, progress.Bytes(t.TempBytes))
+	}
 	fmt.Fprintln(s.out)
 }
 
 // fat32Max is the largest file a FAT32 file system holds.
 const fat32Max = 1<<32 - 1
+
+// minSplit is the smallest --split part size: smaller parts only make
+// thousands of files.
+const minSplit = 1 << 20
+
+// roundUpMiB writes n bytes rounded up to whole MiB as a --split value.
+func roundUpMiB(n int64) string {
+	return strconv.FormatInt((n+minSplit-1)/minSplit, 10) + "MiB"
+}
 
 func newBundleExportCmd(s *streams) *cobra.Command {
 	var out, split string
@@ -183,7 +199,9 @@ With --split SIZE it writes FILE.tar.000, FILE.tar.001, … of SIZE bytes each a
 FILE.tar.sha256sums (check with 'sha256sum -c', join with 'cat FILE.tar.??? >
 FILE.tar'). SIZE takes K, M, G, T suffixes as coreutils' split does: 4G and 4GiB
 are 4×1024³ bytes, 4GB is 4×1000³; fractions like 1.5GiB are fine. FAT32 media
-hold files up to 4 GiB minus one byte: use --split 4GB (or 4000M) there.`,
+hold files up to 4 GiB minus one byte: use --split 4GB (or 4000M) there.
+Parts are at least 1 MiB, and there are at most 1000 (.000 to .999); the
+folder of FILE.tar must exist.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
@@ -209,6 +227,9 @@ hold files up to 4 GiB minus one byte: use --split 4GB (or 4000M) there.`,
 			if err != nil {
 				return fmt.Errorf("--split: %w", err)
 			}
+			if size < minSplit {
+				return fmt.Errorf("--split %s: parts must be at least %s", split, progress.Bytes(minSplit))
+			}
 			if size > fat32Max {
 				fmt.Fprintf(s.err, "note: parts of %s do not fit on FAT32 media (at most 4 GiB - 1 byte)\n", progress.Bytes(size))
 			}
@@ -216,6 +237,11 @@ hold files up to 4 GiB minus one byte: use --split 4GB (or 4000M) there.`,
 				bundle.WithPartDone(func(p bundle.Part) {
 					fmt.Fprintf(s.out, "part %s: %s, sha256 %s\n", p.Path, progress.Bytes(p.Size), p.SHA256)
 				}))
+			var tm *bundle.TooManyPartsError
+			if errors.As(err, &tm) {
+				return fmt.Errorf("--split %s: the export (%s) would need %d parts, more than %d (.000 to .999): use --split %s or more",
+					split, progress.Bytes(tm.Total), tm.Parts, bundle.MaxParts, roundUpMiB(tm.MinPartSize))
+			}
 			if err != nil {
 				return err
 			}

@@ -152,11 +152,14 @@ func TestBundleExportImportCmd(t *testing.T) {
 	if out, _, err := kpaas(t, "bundle", "export", dir, "-o", tarPath); err != nil || !strings.Contains(out, "wrote "+tarPath) {
 		t.Fatalf("export: %v\n%s", err, out)
 	}
-	out, _, err := kpaas(t, "bundle", "export", dir, "-o", filepath.Join(work, "parts.tar"), "--split", "8K")
+	if _, _, err := kpaas(t, "bundle", "export", dir, "-o", filepath.Join(work, "parts.tar"), "--split", "10"); err == nil || !strings.Contains(err.Error(), "at least 1.0 MiB") {
+		t.Errorf("export --split 10: err = %v, want parts of at least 1 MiB", err)
+	}
+	out, _, err := kpaas(t, "bundle", "export", dir, "-o", filepath.Join(work, "parts.tar"), "--split", "1M")
 	if err != nil {
 		t.Fatalf("export --split: %v\n%s", err, out)
 	}
-	if n := strings.Count(out, "part "); n < 3 || !strings.Contains(out, "parts.tar.sha256sums") {
+	if n := strings.Count(out, "part "); n != 1 || !strings.Contains(out, "parts.tar.sha256sums") {
 		t.Errorf("export --split printed %d part lines:\n%s", n, out)
 	}
 	for _, src := range []string{tarPath, filepath.Join(work, "parts.tar.000")} {

@@ -7,7 +7,9 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -51,7 +53,33 @@ func newRootCmd(s *streams) *cobra.Command {
 		newServeCmd(s),
 		newToolchainCmd(s),
 	)
+	refuseUnknown(root)
 	return root
+}
+
+// refuseUnknown makes every command group (root, bundle, key, …) fail on a
+// word that names none of its subcommands, with a suggestion, instead of
+// printing help and succeeding: a mistyped command in a CI step must fail.
+// A group called alone still prints its help.
+func refuseUnknown(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknown(sub)
+	}
+	if !c.HasSubCommands() || c.Runnable() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.SuggestionsMinimumDistance = 2
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if sug := cmd.SuggestionsFor(args[0]); len(sug) > 0 {
+			msg += fmt.Sprintf(" (did you mean %q?)", strings.Join(sug, `" or "`))
+		}
+		return fmt.Errorf("%s; see '%s --help'", msg, cmd.CommandPath())
+	}
 }
 
 // writeJSON prints v as indented JSON: the --json output of every command.

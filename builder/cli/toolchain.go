@@ -32,7 +32,11 @@ for everything kubeadm runs as a container, and writes --out:
   OUT/files/   kubeadm kubelet kubectl containerd … cni-plugins-linux-amd64-<ver>.tgz SHA256SUMS
   OUT/oci/     an OCI image layout, one index entry per full image reference
 
-A cold build takes about 30–45 minutes on 2 cores; a cached one seconds.`,
+A cold build takes about 30–45 minutes on 2 cores; a cached one seconds.
+Before compiling anything it checks the host (gcc, binutils, static libc and
+libseccomp, pkg-config, apt lists, the go version) and names the Debian
+packages that are missing. A component being compiled prints its expected
+cold time when it starts and a line every minute while it runs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Progress = s.err

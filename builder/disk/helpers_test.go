@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // need skips the test when a host tool is missing (CI installs them:
@@ -21,11 +23,7 @@ import (
 // isolinux, syslinux-common).
 func need(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (Debian packages fdisk dosfstools mtools squashfs-tools qemu-utils xorriso): %v", tool, err)
-		}
-	}
+	testenv.RequireTools(t, tools...)
 }
 
 func run(t *testing.T, name string, args ...string) string {

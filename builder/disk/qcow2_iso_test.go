@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 func TestQCOW2(t *testing.T) {
@@ -47,7 +49,7 @@ func TestQCOW2(t *testing.T) {
 func TestISO(t *testing.T) {
 	need(t, "xorriso", "fdisk", "mdir", "fsck.vfat", "unsquashfs")
 	if _, err := FindSyslinux(); err != nil {
-		t.Skip(err)
+		testenv.SkipOrFail(t, err.Error())
 	}
 	ctx := context.Background()
 	l := fixture(t)

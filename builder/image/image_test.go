@@ -18,15 +18,12 @@ import (
 	"kpaas.dev/appliance/builder/disk"
 	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 func need(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed: %v", tool, err)
-		}
-	}
+	testenv.RequireTools(t, tools...)
 }
 
 func run(t *testing.T, name string, args ...string) string {

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // fakeModules writes a modules directory: modules.dep with a few modules
@@ -56,9 +58,7 @@ func TestWrite(t *testing.T) {
 	if b := build(t, mods, names); !bytes.Equal(a, b) {
 		t.Fatal("two builds differ")
 	}
-	if _, err := exec.LookPath("cpio"); err != nil {
-		t.Skip("cpio not installed (apt-get install cpio)")
-	}
+	testenv.RequireTool(t, "cpio")
 	cmd := exec.Command("cpio", "-tv", "--quiet")
 	cmd.Stdin = bytes.NewReader(a)
 	out, err := cmd.Output()
@@ -119,7 +119,7 @@ func TestWriteMissingModule(t *testing.T) {
 func TestRealInitramfs(t *testing.T) {
 	dir := os.Getenv("KPAAS_OS_DIR")
 	if dir == "" {
-		t.Skip("KPAAS_OS_DIR not set")
+		t.Skip("KPAAS_OS_DIR not set") // opt-in: the output of a `kpaas os build`
 	}
 	cmd := exec.Command("cpio", "-t", "--quiet")
 	f, err := os.Open(filepath.Join(dir, "boot", "initramfs.cpio.zst"))

@@ -20,6 +20,7 @@ import (
 	"kpaas.dev/appliance/builder/source"
 	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/internal/ref"
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 func mustRef(t *testing.T, s string) ref.Ref {
@@ -180,9 +181,9 @@ func TestOCIArchive(t *testing.T) {
 	dir, digests := mirror(t)
 	layoutDir := filepath.Join(dir, "images", "oci")
 	tarPath := filepath.Join(t.TempDir(), "images.tar")
-	cmd := exec.Command("tar", "-cf", tarPath, "-C", layoutDir, ".")
+	cmd := exec.Command(testenv.RequireTool(t, "tar"), "-cf", tarPath, "-C", layoutDir, ".")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("tar: %v %s", err, out)
+		t.Fatalf("tar: %v %s", err, out)
 	}
 	a := &source.Archive{Path: tarPath, CacheDir: t.TempDir()}
 	img, err := a.Resolve(context.Background(), mustRef(t, "quay.io/calico/node:v3.24.5"))

@@ -183,8 +183,10 @@ func firstLine(s string) string {
 }
 
 // component returns the cache folder of c, building it first unless a
-// complete entry already exists.
-func (b *builder) component(ctx context.Context, c *component) (dir string, cached bool, err error) {
+// complete entry already exists. label starts its progress lines
+// ("toolchain kube (1/12)"): one when the compile starts, with the
+// expected cold time, then one every Options.Heartbeat while it runs.
+func (b *builder) component(ctx context.Context, c *component, label string) (dir string, cached bool, err error) {
 	cmds, err := c.Recipe(b.resolver)
 	if err != nil {
 		return "", false, err
@@ -206,6 +208,16 @@ func (b *builder) component(ctx context.Context, c *component) (dir string, cach
 		return "", false, err
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
+
+	what := fmt.Sprintf("%s: building %s %s", label, c.Name, c.Version)
+	if c.Cold != "" {
+		what += fmt.Sprintf(" (cold: %s on 2 cores; cached afterwards)", c.Cold)
+	}
+	fmt.Fprintln(b.opts.Progress, what)
+	stop := heartbeat(b.opts.Progress, b.opts.Heartbeat, func(elapsed time.Duration) string {
+		return fmt.Sprintf("%s: still building, %s elapsed\n", label, elapsed.Round(time.Second))
+	})
+	defer stop()
 
 	start := time.Now()
 	for _, cmd := range cmds {

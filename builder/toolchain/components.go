@@ -65,6 +65,9 @@ type component struct {
 	Module string
 	// Outputs are the files the component leaves in its output folder.
 	Outputs []string
+	// Cold is how long a build from an empty Go build cache takes on 2
+	// cores, for the progress line ("25–45 min").
+	Cold string
 	// Recipe lists the commands that build the outputs. It may look at the
 	// resolved environment (module timestamps, file locations).
 	Recipe func(r *resolver) ([]command, error)
@@ -104,6 +107,7 @@ func kubeComponent() *component {
 	outs := append([]string(nil), KubernetesCommands...)
 	return &component{
 		Name: "kube", Version: KubernetesVersion, Module: "kube", Outputs: outs,
+		Cold: "25–45 min",
 		Recipe: func(r *resolver) ([]command, error) {
 			// buildDate is the module's publication time on the proxy, so the
 			// build is reproducible; gitCommit is not known to the proxy.
@@ -135,6 +139,7 @@ func kubeComponent() *component {
 func etcdComponent() *component {
 	return &component{
 		Name: "etcd", Version: EtcdVersion, Module: "etcd",
+		Cold:    "1–3 min",
 		Outputs: []string{"etcd", "etcdctl", "etcdutl"},
 		Recipe: func(*resolver) ([]command, error) {
 			ld := "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=" + EtcdVersion
@@ -154,6 +159,7 @@ func containerdComponent() *component {
 	tags := "urfave_cli_no_docs osusergo netgo static_build" // containerd's Makefile with STATIC=1
 	return &component{
 		Name: "containerd", Version: ContainerdVersion, Module: "containerd",
+		Cold:    "1–4 min",
 		Outputs: []string{"containerd", "ctr", "containerd-shim-runc-v2"},
 		Recipe: func(*resolver) ([]command, error) {
 			return []command{
@@ -167,6 +173,7 @@ func containerdComponent() *component {
 func runcComponent() *component {
 	return &component{
 		Name: "runc", Version: RuncVersion, Module: "runc", Outputs: []string{"runc"},
+		Cold: "under a minute",
 		Recipe: func(r *resolver) ([]command, error) {
 			// runc needs cgo (libcontainer/nsenter) and libseccomp.a
 			// (Debian: libseccomp-dev); linked as a static PIE like upstream.
@@ -192,6 +199,7 @@ func cniComponent() *component {
 	plugins := append([]string(nil), outs...)
 	return &component{
 		Name: "cni", Version: CNIPluginsVersion, Module: "cni",
+		Cold:    "under a minute",
 		Outputs: append(outs, CNITarball),
 		Recipe: func(*resolver) ([]command, error) {
 			ld := "-s -w -X " + mod + "/pkg/utils/buildversion.BuildVersion=" + CNIPluginsVersion
@@ -206,6 +214,7 @@ func cniComponent() *component {
 func crictlComponent() *component {
 	return &component{
 		Name: "crictl", Version: CrictlVersion, Module: "crictl", Outputs: []string{"crictl"},
+		Cold: "under a minute",
 		Recipe: func(*resolver) ([]command, error) {
 			ld := "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=" + CrictlVersion
 			return []command{goBuild(static, "", ld, "sigs.k8s.io/cri-tools/cmd/crictl")}, nil
@@ -216,6 +225,7 @@ func crictlComponent() *component {
 func corednsComponent() *component {
 	return &component{
 		Name: "coredns", Version: CoreDNSVersion, Module: "coredns", Outputs: []string{"coredns"},
+		Cold: "1–6 min",
 		Recipe: func(*resolver) ([]command, error) {
 			ld := "-s -w -X github.com/coredns/coredns/coremain.GitCommit=" + CoreDNSVersion
 			return []command{goBuild(static, "", ld, "github.com/coredns/coredns")}, nil
@@ -227,6 +237,7 @@ func kubeRouterComponent() *component {
 	const mod = "github.com/cloudnativelabs/kube-router/v2"
 	return &component{
 		Name: "kube-router", Version: KubeRouterVersion, Module: "kube-router", Outputs: []string{"kube-router"},
+		Cold: "1–3 min",
 		Recipe: func(r *resolver) ([]command, error) {
 			date, err := r.moduleTime("kube-router", mod)
 			if err != nil {
@@ -243,6 +254,7 @@ func pauseComponent() *component {
 		// pause.c comes from the k8s.io/kubernetes module, so it shares kube's
 		// scratch module; it is built the way upstream's Makefile does.
 		Name: "pause", Version: PauseVersion, Module: "kube", Outputs: []string{"pause"},
+		Cold: "seconds",
 		Recipe: func(r *resolver) ([]command, error) {
 			dir, err := r.moduleDir("kube", "k8s.io/kubernetes")
 			if err != nil {

@@ -31,6 +31,7 @@ const NetToolsTar = "nettools.tar"
 func netToolsComponent() *component {
 	return &component{
 		Name: "nettools", Version: "debian", Outputs: []string{NetToolsTar},
+		Cold: "seconds (apt download)",
 		Recipe: func(r *resolver) ([]command, error) {
 			pinned, err := r.debianVersions(NetToolsPackages)
 			if err != nil {

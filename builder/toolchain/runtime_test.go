@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // TestRuntimeRunsImages starts the built containerd (private root, state and
@@ -33,7 +35,7 @@ func TestRuntimeRunsImages(t *testing.T) {
 	}
 	cache, err := DefaultCacheDir()
 	if err != nil {
-		t.Skip(err)
+		testenv.SkipOrFail(t, err.Error())
 	}
 	bin := BinDir(cache)
 	if d := os.Getenv("KPAAS_TOOLCHAIN_DIR"); d != "" {
@@ -41,7 +43,7 @@ func TestRuntimeRunsImages(t *testing.T) {
 	}
 	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "pause", "etcd", "kube-proxy", NetToolsTar} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			t.Skipf("%s not built in %s: run `kpaas toolchain build` first", b, bin)
+			testenv.SkipOrFailf(t, "%s not built in %s: run `kpaas toolchain build` first", b, bin)
 		}
 	}
 	// ctr puts task cgroups below /kpaas-test in every v1 hierarchy; remove

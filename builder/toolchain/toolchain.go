@@ -59,6 +59,10 @@ type Options struct {
 	// failed steps. Both default to io.Discard.
 	Progress io.Writer
 	Log      io.Writer
+	// Heartbeat is how often a component that is being compiled reports
+	// that it still is, with the time elapsed (default one minute;
+	// negative: never).
+	Heartbeat time.Duration
 }
 
 // Default fills unset options from the environment.
@@ -95,6 +99,9 @@ func (o *Options) Default() error {
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = time.Minute
 	}
 	return nil
 }
@@ -149,12 +156,26 @@ type Result struct {
 // Build builds every component (or takes it from the cache), assembles the
 // images, and, when MirrorDir is set, writes the mirror. Re-running it is
 // cheap and yields identical bytes.
+//
+// Before anything else it checks the build host (C compiler, static
+// libraries, apt lists, the go command's version) and returns a
+// *PrerequisiteError naming every missing piece and its Debian package. A
+// component that is compiled announces itself with its expected cold time
+// and reports every Options.Heartbeat that it still is.
 func Build(ctx context.Context, opts Options) (*Result, error) {
+	return build(ctx, opts, realHost())
+}
+
+// build is Build on a given host (tests give one that lacks things).
+func build(ctx context.Context, opts Options, h host) (*Result, error) {
 	if err := opts.Default(); err != nil {
 		return nil, err
 	}
 	b, err := newBuilder(ctx, &opts)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkPrerequisites(h, b.goVersion); err != nil {
 		return nil, err
 	}
 	comps := components()
@@ -164,21 +185,22 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	res := &Result{Components: map[string]string{}}
 	step := 0
+	label := func(name string) string { return fmt.Sprintf("toolchain %s (%d/%d)", name, step+1, total) }
 	report := func(name string, start time.Time, cached bool, err error) {
-		step++
 		switch {
 		case err != nil:
-			fmt.Fprintf(opts.Progress, "toolchain %s (%d/%d): failed: %v\n", name, step, total, err)
+			fmt.Fprintf(opts.Progress, "%s: failed: %v\n", label(name), err)
 		case cached:
-			fmt.Fprintf(opts.Progress, "toolchain %s (%d/%d): cached\n", name, step, total)
+			fmt.Fprintf(opts.Progress, "%s: cached\n", label(name))
 		default:
-			fmt.Fprintf(opts.Progress, "toolchain %s (%d/%d): done in %s\n", name, step, total, roundDuration(time.Since(start)))
+			fmt.Fprintf(opts.Progress, "%s: done in %s\n", label(name), roundDuration(time.Since(start)))
 		}
+		step++
 	}
 
 	for _, c := range comps {
 		start := time.Now()
-		dir, cached, err := b.component(ctx, c)
+		dir, cached, err := b.component(ctx, c, label(c.Name))
 		report(c.Name, start, cached, err)
 		if err != nil {
 			return nil, fmt.Errorf("building %s %s: %w", c.Name, c.Version, err)

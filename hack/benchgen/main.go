@@ -1,7 +1,7 @@
 // Command benchgen pushes the image set of the bake benchmark (hack/bench.sh,
 // docs/benchmarks.md) to a registry and writes down what it pushed.
 //
-// The set mirrors the peer baseline (research/peer-bake-baseline.md): 24
+// The set is modelled on a platform bundle as peer tools see one: 24
 // references, bench/svc01..20:v1 (single-arch linux/amd64) and
 // bench/multi01..04:v1 (OCI indexes of linux/amd64 + linux/arm64), 28
 // platform images in all. Layers are tars of one file of ChaCha8 data

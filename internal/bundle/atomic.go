@@ -3,11 +3,14 @@ package bundle
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -26,13 +29,55 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	return os.Chmod(path, mode)
 }
 
+// tempPrefix starts the name of every temp file a write makes. A process
+// killed mid-write (SIGKILL, power) leaves such files behind; they are
+// never bundle content.
+const tempPrefix = ".tmp-"
+
+// TempFiles lists the temp files an interrupted write left in the bundle
+// folder and its blobs folder, with their total size.
+func (s *Store) TempFiles() (paths []string, size int64) {
+	for _, dir := range []string{s.root, s.Path(BlobsDir + "/sha256")} {
+		des, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, de := range des {
+			if !de.Type().IsRegular() || !strings.HasPrefix(de.Name(), tempPrefix) {
+				continue
+			}
+			fi, err := de.Info()
+			if err != nil {
+				continue
+			}
+			paths = append(paths, filepath.Join(dir, de.Name()))
+			size += fi.Size()
+		}
+	}
+	return paths, size
+}
+
+// RemoveTemp removes the temp files an interrupted write left behind
+// (TempFiles). Only one process writes a bundle at a time: a bake calls
+// it when it opens the bundle.
+func (s *Store) RemoveTemp() (n int, size int64, err error) {
+	paths, size := s.TempFiles()
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, size, fmt.Errorf("removing temp file: %w", err)
+		}
+		n++
+	}
+	return n, size, nil
+}
+
 // atomicWrite creates path by calling fill on a temp file beside it.
 func atomicWrite(path string, fill func(*os.File) error) (err error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	f, err := os.CreateTemp(dir, tempPrefix+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}

@@ -120,8 +120,12 @@ func fileHeader(name string, size int64) *tar.Header {
 	return &tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: exportTime}
 }
 
-// ExportFile writes the export tar to path atomically.
+// ExportFile writes the export tar to path atomically. The folder of path
+// must exist: a mistyped mount point is an error, not a new folder.
 func (s *Store) ExportFile(ctx context.Context, path string) error {
+	if err := checkOutDir(filepath.Dir(path)); err != nil {
+		return err
+	}
 	return atomicWrite(path, func(f *os.File) error {
 		bw := bufio.NewWriterSize(f, 1<<20)
 		if err := s.Export(ctx, bw); err != nil {
@@ -131,8 +135,58 @@ func (s *Store) ExportFile(ctx context.Context, path string) error {
 	})
 }
 
+// checkOutDir reports a missing output folder by name, before anything
+// is read or written.
+func checkOutDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("exporting bundle: folder %s does not exist", dir)
+		}
+		return fmt.Errorf("exporting bundle: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("exporting bundle: %s is not a folder", dir)
+	}
+	return nil
+}
+
+// MaxParts is the most parts a split export writes: their names end in
+// three digits, .000 to .999, so `cat base.???` joins them in order.
+const MaxParts = 1000
+
 // PartName is the file name of part i of a split export named base.
 func PartName(base string, i int) string { return fmt.Sprintf("%s.%03d", base, i) }
+
+// ExportSize is the size in bytes of the tar Export writes, computed from
+// the sizes of the metadata files and the reachable blobs (nothing is
+// read but the manifests).
+func (s *Store) ExportSize(ctx context.Context) (int64, error) {
+	g := s.graph(ctx)
+	if err := g.firstError(); err != nil {
+		return 0, fmt.Errorf("exporting bundle: %w", err)
+	}
+	entry := func(size int64) int64 {
+		n := 512 + (size+511)/512*512
+		if size > 1<<33-1 {
+			n += 1024 // a PAX header carries sizes above the ustar limit
+		}
+		return n
+	}
+	var total int64
+	for _, name := range ExportedFiles {
+		fi, err := os.Stat(s.Path(name))
+		if err != nil {
+			continue
+		}
+		total += entry(fi.Size())
+	}
+	total += 2 * 512 // blobs/ and blobs/sha256/
+	for _, h := range g.order {
+		total += entry(g.blobs[h].size)
+	}
+	return total + 1024, nil // the tar's end: two zero blocks
+}
 
 // ExportSplit writes the export tar into dir as parts of partSize bytes
 // (the last one shorter): base.000, base.001, …, each written atomically,
@@ -141,13 +195,24 @@ func PartName(base string, i int) string { return fmt.Sprintf("%s.%03d", base, i
 // `cat base.??? > base` joins them). The checksum list is removed first
 // and written last: a failed export leaves no list and none of its
 // parts. Parts of an earlier, longer export with the same base are
-// removed.
+// removed. An export that would need more than MaxParts parts is refused
+// before anything is written, naming the smallest part size that fits.
 func (s *Store) ExportSplit(ctx context.Context, dir, base string, partSize int64, opts ...TransferOption) ([]Part, error) {
 	if partSize <= 0 {
 		return nil, fmt.Errorf("exporting bundle: part size %d", partSize)
 	}
 	if base == "" || strings.ContainsAny(base, `/\`) {
 		return nil, fmt.Errorf("exporting bundle: invalid part name %q", base)
+	}
+	if err := checkOutDir(dir); err != nil {
+		return nil, err
+	}
+	total, err := s.ExportSize(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if n := (total + partSize - 1) / partSize; n > MaxParts {
+		return nil, &TooManyPartsError{Parts: n, Total: total, MinPartSize: (total + MaxParts - 1) / MaxParts}
 	}
 	o := transferOptions{}
 	for _, opt := range opts {
@@ -159,7 +224,7 @@ func (s *Store) ExportSplit(ctx context.Context, dir, base string, partSize int6
 	}
 	sw := &splitWriter{dir: dir, base: base, size: partSize, onPart: o.onPart}
 	bw := bufio.NewWriterSize(sw, 1<<20)
-	err := s.Export(ctx, bw)
+	err = s.Export(ctx, bw)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -188,6 +253,17 @@ func (s *Store) ExportSplit(ctx context.Context, dir, base string, partSize int6
 	return sw.parts, nil
 }
 
+// TooManyPartsError refuses a split export that would need more than
+// MaxParts parts.
+type TooManyPartsError struct {
+	Parts, Total, MinPartSize int64
+}
+
+func (e *TooManyPartsError) Error() string {
+	return fmt.Sprintf("exporting bundle: %d bytes in parts of this size would make %d parts, more than %d (.000 to .999): use parts of at least %d bytes",
+		e.Total, e.Parts, MaxParts, e.MinPartSize)
+}
+
 // splitWriter cuts a stream into part files, each written to a temp file
 // and renamed when full.
 type splitWriter struct {
@@ -205,7 +281,10 @@ func (w *splitWriter) Write(p []byte) (int, error) {
 	total := 0
 	for len(p) > 0 {
 		if w.f == nil {
-			f, err := os.CreateTemp(w.dir, ".tmp-"+PartName(w.base, len(w.parts))+"-*")
+			if len(w.parts) >= MaxParts {
+				return total, fmt.Errorf("more than %d parts", MaxParts)
+			}
+			f, err := os.CreateTemp(w.dir, tempPrefix+PartName(w.base, len(w.parts))+"-*")
 			if err != nil {
 				return total, err
 			}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -370,5 +371,56 @@ func TestExportRefusesCorruptBlob(t *testing.T) {
 	}
 	if got := leftovers(t, dir); len(got) != 0 {
 		t.Errorf("a failed split export left %v", got)
+	}
+}
+
+// TestExportSize: ExportSize is the exact size of the tar.
+func TestExportSize(t *testing.T) {
+	f := newFixture(t)
+	var buf bytes.Buffer
+	if err := f.store.Export(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.store.ExportSize(context.Background())
+	if err != nil || got != int64(buf.Len()) {
+		t.Errorf("ExportSize = %d, %v; the tar has %d bytes", got, err, buf.Len())
+	}
+}
+
+// TestExportSplitPartLimit: a part size that would give more than 1000
+// parts (names past .999) is refused before anything is written, naming
+// the smallest size that fits.
+func TestExportSplitPartLimit(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	_, err := f.store.ExportSplit(context.Background(), dir, "b.tar", 10)
+	var tm *TooManyPartsError
+	if !errors.As(err, &tm) || tm.Parts <= MaxParts || !strings.Contains(err.Error(), "at least") {
+		t.Fatalf("err = %v, want a *TooManyPartsError", err)
+	}
+	if got := leftovers(t, dir); len(got) != 0 {
+		t.Errorf("a refused split export left %v", got)
+	}
+	parts, err := f.store.ExportSplit(context.Background(), dir, "b.tar", tm.MinPartSize)
+	if err != nil || len(parts) > MaxParts {
+		t.Errorf("split at the suggested %d bytes: %d parts, %v", tm.MinPartSize, len(parts), err)
+	}
+}
+
+// TestExportMissingFolder: exporting into a folder that does not exist
+// names the folder, and creates nothing.
+func TestExportMissingFolder(t *testing.T) {
+	f := newFixture(t)
+	missing := filepath.Join(t.TempDir(), "media", "usb")
+	err := f.store.ExportFile(context.Background(), filepath.Join(missing, "b.tar"))
+	if err == nil || !strings.Contains(err.Error(), "folder "+missing+" does not exist") {
+		t.Errorf("ExportFile: err = %v, want the folder named", err)
+	}
+	_, err = f.store.ExportSplit(context.Background(), missing, "b.tar", 1<<20)
+	if err == nil || !strings.Contains(err.Error(), "folder "+missing+" does not exist") || strings.Contains(err.Error(), "blob") {
+		t.Errorf("ExportSplit: err = %v, want the folder named, no blob", err)
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Errorf("export created %s", missing)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -45,12 +46,17 @@ type Totals struct {
 	// Blobs is the number of distinct reachable blobs.
 	Blobs int `json:"blobs"`
 	// DiskBytes adds up the sizes of every file in the bundle folder
-	// (metadata, reachable and unreferenced blobs).
+	// (metadata, reachable and unreferenced blobs), not the temp files of
+	// interrupted writes.
 	DiskBytes int64 `json:"diskBytes"`
 	// UnreferencedBlobs and UnreferencedBytes are blob files that
 	// index.json does not reach (left by an earlier bake).
 	UnreferencedBlobs int   `json:"unreferencedBlobs"`
 	UnreferencedBytes int64 `json:"unreferencedBytes"`
+	// TempFiles and TempBytes are temp files an interrupted write left
+	// (not part of DiskBytes; the next bake removes them).
+	TempFiles int   `json:"tempFiles"`
+	TempBytes int64 `json:"tempBytes"`
 }
 
 // Inspect lists the bundle's artifacts and totals. It reads index.json,
@@ -91,6 +97,11 @@ func (s *Store) Inspect() (*Inspection, error) {
 		fi, err := de.Info()
 		if err != nil {
 			return err
+		}
+		if strings.HasPrefix(de.Name(), tempPrefix) {
+			in.Totals.TempFiles++
+			in.Totals.TempBytes += fi.Size()
+			return nil
 		}
 		in.Totals.DiskBytes += fi.Size()
 		if filepath.Dir(p) == filepath.Join(s.root, BlobsDir, "sha256") {

@@ -1,6 +1,10 @@
 package bundle
 
 import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -56,5 +60,55 @@ func TestInspect(t *testing.T) {
 	}
 	if tot.DiskBytes != disk {
 		t.Errorf("disk bytes %d, want %d", tot.DiskBytes, disk)
+	}
+}
+
+// TestTempFilesReported: temp files a killed write left are named by
+// verify and inspect (not as blobs), and RemoveTemp removes them.
+func TestTempFilesReported(t *testing.T) {
+	f := newFixture(t)
+	before, err := f.store.Inspect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(f.dir, "blobs", "sha256", ".tmp-"+strings.Repeat("a", 64)+"-123")
+	if err := os.WriteFile(tmp, make([]byte, 1000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.store.Verify(context.Background(), VerifyOptions{})
+	if err != nil || r.TempFiles != 1 || r.TempBytes != 1000 {
+		t.Errorf("verify: %d temp files, %d bytes, %v; want 1, 1000, no problem", r.TempFiles, r.TempBytes, err)
+	}
+	in, err := f.store.Inspect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Totals.TempFiles != 1 || in.Totals.TempBytes != 1000 || in.Totals.UnreferencedBlobs != 0 || in.Totals.DiskBytes != before.Totals.DiskBytes {
+		t.Errorf("inspect totals = %+v, want 1 temp file of 1000 bytes", in.Totals)
+	}
+	if n, size, err := f.store.RemoveTemp(); n != 1 || size != 1000 || err != nil {
+		t.Errorf("RemoveTemp = %d, %d, %v", n, size, err)
+	}
+	if _, err := os.Stat(tmp); err == nil {
+		t.Error("temp file still there")
+	}
+}
+
+// TestEmptyIndexIsAnArray: a new bundle's index.json is a valid OCI index
+// ("manifests": [], not null).
+func TestEmptyIndexIsAnArray(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Create(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, IndexFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var im struct {
+		Manifests []any `json:"manifests"`
+	}
+	if err := json.Unmarshal(b, &im); err != nil || im.Manifests == nil {
+		t.Errorf("index.json = %s, want \"manifests\": []", b)
 	}
 }

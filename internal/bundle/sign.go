@@ -164,6 +164,21 @@ func (s *Store) Sign(priv ed25519.PrivateKey) error {
 	return nil
 }
 
+// Unsign removes SHA256SUMS.sig, if present, and reports whether it was.
+// An unsigned bake calls it: a signature it did not make would otherwise
+// outlive the SHA256SUMS it signed (verify would call it invalid, export
+// would carry it along).
+func (s *Store) Unsign() (removed bool, err error) {
+	err = os.Remove(s.Path(SignatureFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("removing the old signature: %w", err)
+	}
+	return true, nil
+}
+
 // VerifySignature checks SHA256SUMS.sig over SHA256SUMS with pub. It
 // returns an error wrapping ErrNotSigned or ErrBadSignature. It does not
 // check that SHA256SUMS matches the files (Verify does both).

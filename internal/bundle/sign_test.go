@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 func TestGenerateKey(t *testing.T) {
@@ -142,9 +144,7 @@ func TestSignature(t *testing.T) {
 // TestSignatureOpenSSL checks the signature with an independent tool:
 // openssl verifies SHA256SUMS.sig (decoded) with the PEM public key.
 func TestSignatureOpenSSL(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	testenv.RequireTool(t, "openssl")
 	f := newFixture(t)
 	dir := t.TempDir()
 	privPath, pubPath := filepath.Join(dir, "k.key"), filepath.Join(dir, "k.pub")

@@ -212,6 +212,13 @@ func (s *Store) Index() (*v1.IndexManifest, error) {
 // WriteIndex replaces index.json atomically (nothing is written when the
 // content is unchanged).
 func (s *Store) WriteIndex(im *v1.IndexManifest) error {
+	if im.Manifests == nil {
+		// An empty index is "manifests": [], never null (the OCI index
+		// schema requires an array).
+		cp := *im
+		cp.Manifests = []v1.Descriptor{}
+		im = &cp
+	}
 	b, err := json.MarshalIndent(im, "", "  ")
 	if err != nil {
 		return err

@@ -12,14 +12,14 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // TestSumsCoreutils checks SHA256SUMS with an independent tool:
 // `sha256sum -c` in the bundle folder.
 func TestSumsCoreutils(t *testing.T) {
-	if _, err := exec.LookPath("sha256sum"); err != nil {
-		t.Skip("sha256sum not installed")
-	}
+	testenv.RequireTool(t, "sha256sum")
 	f := newFixture(t)
 	cmd := exec.Command("sha256sum", "--check", "--strict", SumsFile)
 	cmd.Dir = f.dir

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -56,8 +57,12 @@ type Report struct {
 	Bytes     int64 `json:"bytes"` // their total size
 	// Unreferenced counts blob files that index.json does not reach
 	// (left by an earlier bake); they are not an error.
-	Unreferenced int    `json:"unreferenced"`
-	Signature    string `json:"signature"`
+	Unreferenced int `json:"unreferenced"`
+	// TempFiles and TempBytes count temp files an interrupted write left
+	// (not an error: the next bake removes them).
+	TempFiles int    `json:"tempFiles"`
+	TempBytes int64  `json:"tempBytes"`
+	Signature string `json:"signature"`
 	// KeyFingerprint is the fingerprint of the key that was checked.
 	KeyFingerprint string    `json:"keyFingerprint,omitempty"`
 	Problems       []Problem `json:"problems"`
@@ -65,6 +70,20 @@ type Report struct {
 
 // OK reports whether no problem was found.
 func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// MarshalJSON adds "ok" (the value of OK) to the report, as every --json
+// report that can fail has one, and writes no problems as [].
+func (r *Report) MarshalJSON() ([]byte, error) {
+	type plain Report
+	p := plain(*r)
+	if p.Problems == nil {
+		p.Problems = []Problem{}
+	}
+	return json.Marshal(struct {
+		OK bool `json:"ok"`
+		plain
+	}{r.OK(), p})
+}
 
 // Problem is one finding of Verify. Problems about a blob name every
 // artifact that uses it, with the blob's role in it.
@@ -172,6 +191,8 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (*Report, error)
 	r.Problems = append(r.Problems, s.checkSums(g)...)
 	r.Problems = append(r.Problems, s.checkSignature(r, opts.PublicKey)...)
 	r.Unreferenced = s.countUnreferenced(g)
+	tmp, tmpSize := s.TempFiles()
+	r.TempFiles, r.TempBytes = len(tmp), tmpSize
 
 	if len(r.Problems) > 0 {
 		return r, &VerifyError{Problems: r.Problems}

@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -276,4 +277,24 @@ func mustHash(t testing.TB, b []byte) v1.Hash {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// TestReportJSON: the JSON report says "ok", as lint's does.
+func TestReportJSON(t *testing.T) {
+	for _, r := range []*Report{{Signature: SignatureAbsent}, {Problems: []Problem{{Path: "index.json", Message: "bad"}}}} {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if ok, present := got["ok"].(bool); !present || ok != r.OK() {
+			t.Errorf("%s: ok = %v, want %v", b, got["ok"], r.OK())
+		}
+		if _, present := got["problems"].([]any); !present {
+			t.Errorf("%s: problems is not a list", b)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -42,10 +43,13 @@ type BlobEvent struct {
 	Written bool // false: already present, skipped
 }
 
-// Stats counts what a Writer did.
+// Stats counts what a Writer did. Byte counts are the blobs' real sizes,
+// also for blobs written with an unknown size (WriteStream with -1).
 type Stats struct {
-	BlobsWritten, BlobsSkipped int64
-	BytesWritten, BytesSkipped int64
+	BlobsWritten int64 `json:"blobsWritten"`
+	BlobsSkipped int64 `json:"blobsSkipped"`
+	BytesWritten int64 `json:"bytesWritten"`
+	BytesSkipped int64 `json:"bytesSkipped"`
 }
 
 // WriterOption configures a Writer.
@@ -126,6 +130,15 @@ func (w *Writer) writeOnce(h v1.Hash, size int64, open func() (io.ReadCloser, er
 }
 
 func (w *Writer) count(h v1.Hash, size int64, written bool) {
+	if size < 0 {
+		// Written or found with an unknown size: count what is on disk.
+		size = 0
+		if p, err := w.s.BlobPath(h); err == nil {
+			if fi, err := os.Stat(p); err == nil {
+				size = fi.Size()
+			}
+		}
+	}
 	if written {
 		atomic.AddInt64(&w.stats.BlobsWritten, 1)
 		atomic.AddInt64(&w.stats.BytesWritten, size)

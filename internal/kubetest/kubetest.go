@@ -38,6 +38,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // Env is a running control plane.
@@ -99,7 +101,8 @@ func BinDir() string {
 
 // Start starts etcd and kube-apiserver (and what the options add), waits
 // until the API server is ready and the admin kubeconfig is authorized, and
-// returns the running Env. It calls t.Skip only when binaries are missing.
+// returns the running Env. It skips t only when binaries are missing, and
+// then fails it instead in CI (internal/testenv).
 func Start(t testing.TB, opts ...Option) *Env {
 	t.Helper()
 	o := options{binDir: BinDir()}
@@ -120,7 +123,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 		}
 	}
 	if len(missing) > 0 {
-		t.Skipf("kubetest: %s not in %s: build the toolchain first (`make toolchain`, i.e. `kpaas toolchain build`) or set KPAAS_TOOLCHAIN_DIR",
+		testenv.SkipOrFailf(t, "kubetest: %s not in %s: build the toolchain first (`make toolchain`, i.e. `kpaas toolchain build`) or set KPAAS_TOOLCHAIN_DIR",
 			strings.Join(missing, ", "), o.binDir)
 	}
 

@@ -48,6 +48,7 @@ type httpError struct {
 	Method, Path string
 	Status       int
 	Detail       string // the registry's {"errors":[…]} codes and messages, or the body
+	Challenge    string // the WWW-Authenticate header of a 401
 	retryAfter   time.Duration
 }
 
@@ -56,7 +57,29 @@ func (e *httpError) Error() string {
 	if e.Detail != "" {
 		s += ": " + e.Detail
 	}
+	if p, ok := e.missingProject(); ok {
+		return fmt.Sprintf("project %q does not exist in the registry (%s); create it, or push with --harbor, which creates missing projects", p, s)
+	}
 	return s
+}
+
+// missingProject recognises Harbor's answers for a repository in a project
+// that does not exist: 401 with an empty WWW-Authenticate (HEAD, GET: no
+// body), or 401 UNAUTHORIZED "project X not found" (POST, PUT). A 401 for
+// missing rights carries a challenge and is not this.
+func (e *httpError) missingProject() (string, bool) {
+	if e.Status != http.StatusUnauthorized || e.Challenge != "" {
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(e.Path, "/v2/")
+	project, _, more := strings.Cut(rest, "/")
+	if !ok || !more || project == "" || project == "_catalog" {
+		return "", false
+	}
+	if e.Detail == "" || strings.Contains(e.Detail, "project "+project+" not found") {
+		return project, true
+	}
+	return "", false
 }
 
 func (e *httpError) StatusCode() int           { return e.Status }
@@ -65,6 +88,9 @@ func (e *httpError) RetryAfter() time.Duration { return e.retryAfter }
 func newHTTPError(req *http.Request, resp *http.Response) *httpError {
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	e := &httpError{Method: req.Method, Path: req.URL.Path, Status: resp.StatusCode}
+	if resp.StatusCode == http.StatusUnauthorized {
+		e.Challenge = resp.Header.Get("WWW-Authenticate")
+	}
 	var eb struct {
 		Errors []struct{ Code, Message string } `json:"errors"`
 	}
@@ -117,45 +143,52 @@ func (c *client) connect(ctx context.Context, registry string, insecure bool) er
 	var errs []error
 	for _, s := range schemes {
 		c.base = &url.URL{Scheme: s, Host: strings.TrimSuffix(registry, "/")}
-		err := c.ping(ctx)
+		answered, err := c.ping(ctx)
 		if err == nil {
 			return nil
 		}
+		if answered {
+			// The registry answered on this scheme: its answer (a wrong
+			// password, say) is the cause, and the failures of the
+			// schemes tried before it are noise.
+			return fmt.Errorf("connecting to registry %s: %w", registry, err)
+		}
 		errs = append(errs, err)
-		var he *httpError
-		if errors.As(err, &he) || ctx.Err() != nil {
-			break // the registry answered: the scheme is right
+		if ctx.Err() != nil {
+			break
 		}
 	}
 	return fmt.Errorf("connecting to registry %s: %w", registry, errors.Join(errs...))
 }
 
-func (c *client) ping(ctx context.Context) error {
+// ping sends GET /v2/ and checks the credentials against the challenge.
+// answered reports whether the registry answered over HTTP at all.
+func (c *client) ping(ctx context.Context) (answered bool, err error) {
 	req, err := c.newRequest(ctx, http.MethodGet, c.base.JoinPath("/v2/").String(), nil)
 	if err != nil {
-		return err
+		return false, err
 	}
 	resp, cancel, err := c.roundTrip(req, 0)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer cancel()
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK:
-		return nil
+		return true, nil
 	case http.StatusUnauthorized:
 		c.setChallenge(resp.Header.Get("WWW-Authenticate"))
 		if c.scheme == "bearer" {
 			_, err := c.token(ctx, nil) // check the credentials now
-			return err
+			return true, err
 		}
 		if c.scheme == "basic" && c.user == "" {
-			return fmt.Errorf("registry %s wants credentials (basic auth)", c.base.Host)
+			return true, fmt.Errorf("registry %s wants credentials (basic auth): give --username", c.base.Host)
 		}
-		return c.ping2(ctx)
+		return true, c.ping2(ctx)
 	}
-	return newHTTPError(req, resp)
+	return true, newHTTPError(req, resp)
 }
 
 // ping2 checks basic credentials once the scheme is known.
@@ -164,9 +197,30 @@ func (c *client) ping2(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		err := newHTTPError(resp.Request, resp)
+		resp.Body.Close()
+		return &credentialsError{user: c.user, err: err}
+	}
 	resp.Body.Close()
 	return nil
 }
+
+// credentialsError is a registry refusing the user name and password.
+// Callers add which registry.
+type credentialsError struct {
+	user string
+	err  error
+}
+
+func (e *credentialsError) Error() string {
+	if e.user == "" {
+		return fmt.Sprintf("the registry wants credentials: give --username (%v)", e.err)
+	}
+	return fmt.Sprintf("the registry refused user %q: the user name or password is not right (%v)", e.user, e.err)
+}
+
+func (e *credentialsError) Unwrap() error { return e.err }
 
 // setChallenge records a WWW-Authenticate challenge.
 func (c *client) setChallenge(h string) {
@@ -244,6 +298,9 @@ func (c *client) token(ctx context.Context, scopes []string) (string, error) {
 	}
 	defer cancel()
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		return "", &credentialsError{user: c.user, err: fmt.Errorf("token service: %w", newHTTPError(req, resp))}
+	}
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("fetching registry token: %w", newHTTPError(req, resp))
 	}
@@ -353,6 +410,11 @@ func (c *client) do(ctx context.Context, method, path string, hdr http.Header, b
 			}
 			err := newHTTPError(req, resp)
 			resp.Body.Close()
+			if err.Challenge == "" {
+				// No challenge: not an expired token (Harbor's answer
+				// for a missing project); sending again cannot help.
+				return nil, err
+			}
 			return nil, retry.Retryable(err)
 		}
 		return resp, nil

@@ -88,12 +88,23 @@ type Options struct {
 	Progress io.Writer
 }
 
-// Summary reports what a push did.
+// Summary reports what a push did. It counts only what arrived: Images,
+// Charts and Others are the artifacts that are in the registry now (sent
+// or found there); Failed is every other artifact the push was to send,
+// whether it failed itself or was never tried because the push stopped
+// before it (options, plan, connection, projects, interruption).
 type Summary struct {
-	Registry string           `json:"registry"`
+	Registry string `json:"registry"`
+	// OK is true when every artifact arrived; Error is the push's error
+	// when it is not.
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Total is the number of artifacts the bundle has to push.
+	Total    int              `json:"total"`
 	Images   int              `json:"images"`
 	Charts   int              `json:"charts"`
 	Others   int              `json:"others,omitempty"`
+	Failed   int              `json:"failed"`
 	Projects []string         `json:"projectsCreated,omitempty"`
 	Results  []ArtifactResult `json:"artifacts"`
 
@@ -215,14 +226,17 @@ type job struct {
 // reference); the Summary covers what was done either way.
 func Push(ctx context.Context, store *bundle.Store, opts Options) (sum Summary, err error) {
 	start := time.Now()
+	sum.Registry = opts.Registry
+	st := &stats{}
+	var c *client
+	defer func() { sum.finish(st, c, start, err) }()
 	if err := opts.Validate(); err != nil {
-		return Summary{}, fmt.Errorf("push options: %w", err)
+		return sum, fmt.Errorf("push options: %w", err)
 	}
 	o := opts.withDefaults()
 	if o.Progress != nil {
 		o.Progress = &lockedWriter{w: o.Progress}
 	}
-	sum.Registry = o.Registry
 
 	jobs, err := plan(store, o, &sum)
 	if err != nil {
@@ -232,9 +246,7 @@ func Push(ctx context.Context, store *bundle.Store, opts Options) (sum Summary, 
 	if rt == nil {
 		rt = newTransport(o.Insecure)
 	}
-	c := &client{hc: &http.Client{Transport: rt}, user: o.Username, password: o.Password, timeout: o.RequestTimeout, minRate: o.MinRate}
-	st := &stats{}
-	defer func() { sum.finish(st, c, start) }()
+	c = &client{hc: &http.Client{Transport: rt}, user: o.Username, password: o.Password, timeout: o.RequestTimeout, minRate: o.MinRate}
 
 	if err := retry.Do(ctx, o.Retry, func(ctx context.Context) error { return c.connect(ctx, o.Registry, o.Insecure) }); err != nil {
 		return sum, err
@@ -281,16 +293,10 @@ func plan(store *bundle.Store, o Options, sum *Summary) ([]job, error) {
 			}
 			seen[key] = e.Descriptor.Digest.String()
 		}
-		switch e.Kind {
-		case bundle.KindImage:
-			sum.Images++
-		case bundle.KindChart:
-			sum.Charts++
-		default:
-			sum.Others++
-		}
 		jobs = append(jobs, job{entry: e, ref: r, target: t})
 	}
+	// Entries refused by the plan count too: they are not pushed either.
+	sum.Total = len(jobs) + len(errs)
 	return jobs, errors.Join(errs...)
 }
 
@@ -399,23 +405,52 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-func (s *Summary) finish(st *stats, c *client, start time.Time) {
+// finish fills the counters, counting as arrived only the artifacts
+// whose push succeeded, and records the push's error.
+func (s *Summary) finish(st *stats, c *client, start time.Time, err error) {
 	s.BlobsSent, s.BlobsSkipped, s.BlobsMounted = st.blobsSent.Load(), st.blobsSkipped.Load(), st.blobsMounted.Load()
 	s.BytesSent, s.BytesSkipped, s.BytesMounted = st.bytesSent.Load(), st.bytesSkipped.Load(), st.bytesMounted.Load()
 	s.Chunks, s.ForeignLayers, s.Retries = st.chunks.Load(), st.foreign.Load(), st.retries.Load()
 	s.ManifestsSent, s.ManifestsSkipped, s.TagsSet = st.manifestsSent.Load(), st.manifestsSkipped.Load(), st.tags.Load()
-	s.Requests = c.requests.Load()
+	if c != nil {
+		s.Requests = c.requests.Load()
+	}
+	s.Images, s.Charts, s.Others = 0, 0, 0
+	for _, r := range s.Results {
+		if r.Error != "" || r.Ref == "" {
+			continue
+		}
+		switch r.Kind {
+		case bundle.KindImage:
+			s.Images++
+		case bundle.KindChart:
+			s.Charts++
+		default:
+			s.Others++
+		}
+	}
+	s.Failed = s.Total - s.Images - s.Charts - s.Others
+	s.OK = err == nil && s.Failed == 0
+	if err != nil {
+		s.Error = err.Error()
+	}
 	s.Duration = time.Since(start)
 	if s.Duration > 0 {
 		s.Throughput = float64(s.BytesSent) / s.Duration.Seconds()
 	}
 }
 
-// String is a one-line human summary.
+// String is a one-line human summary. When the push failed it says so
+// first, and how many artifacts arrived and how many did not.
 func (s Summary) String() string {
-	return fmt.Sprintf("pushed %d images and %d charts to %s in %s: %d blobs sent (%s), %d skipped, %d mounted; %d manifests sent, %d skipped; %s/s",
-		s.Images, s.Charts, s.Registry, s.Duration.Round(time.Millisecond), s.BlobsSent, humanBytes(s.BytesSent),
-		s.BlobsSkipped, s.BlobsMounted, s.ManifestsSent, s.ManifestsSkipped, humanBytes(int64(s.Throughput)))
+	counts := fmt.Sprintf("%d blobs sent (%s), %d skipped, %d mounted; %d manifests sent, %d skipped; %s/s",
+		s.BlobsSent, humanBytes(s.BytesSent), s.BlobsSkipped, s.BlobsMounted, s.ManifestsSent, s.ManifestsSkipped, humanBytes(int64(s.Throughput)))
+	if s.OK {
+		return fmt.Sprintf("pushed %d images and %d charts to %s in %s: %s",
+			s.Images, s.Charts, s.Registry, s.Duration.Round(time.Millisecond), counts)
+	}
+	return fmt.Sprintf("push to %s FAILED after %s: %d of %d artifacts arrived (%d images, %d charts), %d did not; %s",
+		s.Registry, s.Duration.Round(time.Millisecond), s.Images+s.Charts+s.Others, s.Total, s.Images, s.Charts, s.Failed, counts)
 }
 
 func humanBytes(n int64) string {

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // conformanceTool is the OCI distribution-spec conformance suite, a tool
@@ -30,10 +31,7 @@ func TestConformance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the conformance suite")
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command to build the conformance suite with")
-	}
+	goBin := testenv.RequireTool(t, "go")
 	bin := filepath.Join(t.TempDir(), "conformance")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

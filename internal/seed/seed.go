@@ -289,7 +289,55 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo *reposit
 	if isLoopbackConn(r) {
 		content = struct{ io.ReadSeeker }{f}
 	}
+	if !rangeFix(r, b.size) {
+		hd.Set("Content-Range", fmt.Sprintf("bytes */%d", b.size))
+		http.Error(w, "requested range not satisfiable", http.StatusRequestedRangeNotSatisfiable)
+		return
+	}
 	http.ServeContent(w, r, "", time.Time{}, content)
+}
+
+// rangeFix corrects the Range header of r where http.ServeContent departs
+// from RFC 9110 §14.2, before ServeContent reads it:
+//
+//   - a range unit other than bytes (compared case-insensitively) is
+//     ignored: the whole blob is sent with 200 (ServeContent answers 416);
+//   - a suffix range of length zero (bytes=-0) is unsatisfiable and left
+//     out; when nothing satisfiable is left, rangeFix returns false and the
+//     caller answers 416 with "Content-Range: bytes */SIZE" (ServeContent
+//     answers 206 with an impossible Content-Range).
+//
+// Anything else is left to ServeContent.
+func rangeFix(r *http.Request, size int64) bool {
+	v := r.Header.Get("Range")
+	if v == "" {
+		return true
+	}
+	unit, set, ok := strings.Cut(v, "=")
+	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
+		r.Header.Del("Range")
+		return true
+	}
+	var kept []string
+	dropped := false
+	for _, spec := range strings.Split(set, ",") {
+		spec = strings.TrimSpace(spec)
+		if spec == "" {
+			continue
+		}
+		if first, last, ok := strings.Cut(spec, "-"); ok && strings.TrimSpace(first) == "" {
+			if n, err := strconv.ParseInt(strings.TrimSpace(last), 10, 64); err == nil && n == 0 {
+				dropped = true
+				continue
+			}
+		}
+		kept = append(kept, spec)
+	}
+	if dropped && len(kept) == 0 {
+		return false
+	}
+	r.Header.Set("Range", "bytes="+strings.Join(kept, ","))
+	return true
 }
 
 // isLoopbackConn reports whether r arrived on a loopback address.

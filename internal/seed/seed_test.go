@@ -633,3 +633,34 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestBlobRangeRFC9110: the Range edge cases http.ServeContent gets wrong
+// answer as RFC 9110 §14 says.
+func TestBlobRangeRFC9110(t *testing.T) {
+	f := newFixture(t)
+	host, _ := f.serve(t)
+	layer := f.layers["registry.k8s.io/pause"]
+	content := must(f.store.ReadBlob(layer))(t)
+	url := "http://" + host + "/v2/registry.k8s.io/pause/blobs/" + layer.String()
+
+	// A suffix of length zero is unsatisfiable.
+	r := do(t, http.MethodGet, url, "Range", "bytes=-0")
+	if r.status != http.StatusRequestedRangeNotSatisfiable || r.header.Get("Content-Range") != fmt.Sprintf("bytes */%d", len(content)) {
+		t.Errorf("bytes=-0: %d, Content-Range %q; want 416, bytes */%d", r.status, r.header.Get("Content-Range"), len(content))
+	}
+	// ... but other ranges beside it are served.
+	r = do(t, http.MethodGet, url, "Range", "bytes=-0,0-9")
+	if r.status != http.StatusPartialContent || !bytes.Equal(r.body, content[:10]) || r.header.Get("Content-Range") != fmt.Sprintf("bytes 0-9/%d", len(content)) {
+		t.Errorf("bytes=-0,0-9: %d, %d bytes, Content-Range %q", r.status, len(r.body), r.header.Get("Content-Range"))
+	}
+	// An unknown unit is ignored: the whole blob.
+	r = do(t, http.MethodGet, url, "Range", "items=0-5")
+	if r.status != http.StatusOK || !bytes.Equal(r.body, content) {
+		t.Errorf("items=0-5: %d, %d bytes; want 200 and the whole blob", r.status, len(r.body))
+	}
+	// Units compare case-insensitively.
+	r = do(t, http.MethodGet, url, "Range", "Bytes=0-9")
+	if r.status != http.StatusPartialContent || !bytes.Equal(r.body, content[:10]) {
+		t.Errorf("Bytes=0-9: %d, %d bytes; want 206 and 10 bytes", r.status, len(r.body))
+	}
+}

@@ -10,16 +10,15 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // TestSkopeoPull pulls from the seed with skopeo, an independent client
 // (containers/image), into an OCI layout, and compares digests with the
 // bundle. --preserve-digests makes skopeo fail rather than convert.
 func TestSkopeoPull(t *testing.T) {
-	bin, err := exec.LookPath("skopeo")
-	if err != nil {
-		t.Skip("skopeo is not installed (Debian package skopeo); CI installs it")
-	}
+	bin := testenv.RequireTool(t, "skopeo")
 	f := newFixture(t)
 	host, _ := f.serve(t)
 	for _, tc := range []struct {

@@ -1,8 +1,8 @@
 // Package vm starts QEMU virtual machines for tests and matches lines on
 // their serial console.
 //
-// A VM runs under software emulation (TCG, one CPU: what research/qemu-boot.md
-// measured as fastest on two shared cores), without network, and with every
+// A VM runs under software emulation (TCG, one CPU: measured as fastest on
+// two shared cores), without network, and with every
 // disk opened snapshot=on, so one built image can be booted by many tests
 // and is never changed. Its serial console (and QEMU's own messages) go to
 // serial.log in the VM's folder, which Expect reads as it grows.
@@ -27,6 +27,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // KeepEnv is the environment variable that keeps failed tests' VMs and
@@ -39,14 +41,10 @@ func Keep() bool {
 	return v != "" && v != "0" && v != "false"
 }
 
-// Need skips the test when a program is missing.
+// Need skips the test when a program is missing (fails it in CI).
 func Need(t testing.TB, progs ...string) {
 	t.Helper()
-	for _, p := range progs {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s not installed (hack/install-deps.sh installs it)", p)
-		}
-	}
+	testenv.RequireTools(t, progs...)
 }
 
 // Dir is a work folder for the test, removed when it ends, or kept (and
@@ -191,7 +189,7 @@ func Start(t testing.TB, opts ...Option) *VM {
 	if c.firmware == OVMF {
 		code, vars, err := FindOVMF()
 		if err != nil {
-			t.Skip(err)
+			testenv.SkipOrFail(t, err.Error())
 		}
 		own := filepath.Join(dir, "OVMF_VARS.fd")
 		if err := copyFile(vars, own); err != nil {

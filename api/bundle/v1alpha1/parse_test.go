@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata/invalid/*.golden files")
@@ -119,7 +121,7 @@ func TestLoadMissingFile(t *testing.T) {
 func TestBundles(t *testing.T) {
 	files, _ := filepath.Glob("../../../bundles/*.yaml")
 	if len(files) == 0 {
-		t.Skip("no bundles/*.yaml")
+		testenv.SkipOrFail(t, "no bundles/*.yaml")
 	}
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {

@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 func need(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skipf("qemu-img not installed (Debian package qemu-utils): %v", err)
-	}
+	testenv.RequireTool(t, "qemu-img")
 }
 
 func run(t *testing.T, args ...string) string {

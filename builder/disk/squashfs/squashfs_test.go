@@ -18,6 +18,8 @@ import (
 	"github.com/diskfs/go-diskfs/backend/file"
 	dsquash "github.com/diskfs/go-diskfs/filesystem/squashfs"
 	"golang.org/x/sys/unix"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -81,9 +83,7 @@ func itoa(i int) string {
 
 func need(t *testing.T, tool string) {
 	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Skipf("%s not installed (Debian package squashfs-tools): %v", tool, err)
-	}
+	testenv.RequireTool(t, tool)
 }
 
 func run(t *testing.T, name string, args ...string) string {

@@ -1,13 +1,29 @@
 // Package harbortest provides a test double of Harbor: an HTTP handler that
 // implements the few project endpoints of Harbor's v2.0 API (ping,
 // health, HEAD/POST /projects, GET /projects/{name}) as the published API
-// description specifies them, and forwards the registry API (/v2/) to a
-// real registry handler — refusing pushes into projects that do not exist,
-// as Harbor does.
+// description specifies them, Harbor's token service (/service/token), and
+// forwards the registry API (/v2/) to a real registry handler after
+// Harbor's checks, answering as Harbor v2.15 does:
 //
-// It is a double, not Harbor: no database, no RBAC beyond one basic-auth
-// user, no CSRF, no quotas. Use it to check that a client creates projects
-// before pushing, reuses existing ones, and surfaces Harbor's errors.
+//   - /v2/ without valid credentials: 401 with a Bearer challenge
+//     (realm=SCHEME://HOST/service/token, service="harbor-registry"), or
+//     `Basic realm="harbor"` when the request carried an Authorization
+//     header;
+//   - GET /service/token: a token for the requested scopes, with the actions
+//     the user has (none in a project that does not exist; pull only in
+//     public projects for anonymous users); wrong or no credentials and no
+//     scope: 401 with an empty body;
+//   - HEAD or GET in a repository without an Authorization header: 401 with
+//     a Bearer challenge naming the scope;
+//   - a repository in a project that does not exist: 401 with an empty
+//     WWW-Authenticate, and (with a body) UNAUTHORIZED "project X not found";
+//   - missing rights: 401 UNAUTHORIZED "unauthorized to access repository:
+//     NAME, action: ACTION" with a challenge.
+//
+// It is a double, not Harbor: no database, no RBAC beyond one user who may
+// do everything, no CSRF, no quotas. Use it to check that a client creates
+// projects before pushing, reuses existing ones, and surfaces Harbor's
+// errors.
 package harbortest
 
 import (
@@ -27,8 +43,10 @@ type ProjectsDouble struct {
 	// Next serves /v2/ (the registry API), typically a real distribution
 	// registry. Nil answers 404 to /v2/.
 	Next http.Handler
-	// User and Password, when User is set, are required (basic auth) on
-	// every call except ping and health.
+	// User and Password, when User is set, are the one user: basic auth
+	// on the API, and on /v2/ directly or through the token service. With
+	// no User every request may do everything (projects are still
+	// checked).
 	User, Password string
 	// CreateError, when set, makes POST /projects fail with this status
 	// and Harbor error item (e.g. 403 FORBIDDEN "Only system admin can
@@ -40,6 +58,13 @@ type ProjectsDouble struct {
 	nextID   int32
 	created  []string
 	calls    map[string]int
+	tokens   map[string]grant
+}
+
+// grant is what a token issued by the token service allows.
+type grant struct {
+	user    string              // "" for an anonymous token
+	actions map[string][]string // repository → actions (pull, push)
 }
 
 // ErrorResponse is a status plus one Harbor error item.
@@ -51,7 +76,7 @@ type ErrorResponse struct {
 // NewProjectsDouble returns a double in front of next, holding the given
 // projects already (Harbor always has "library").
 func NewProjectsDouble(next http.Handler, existing ...string) *ProjectsDouble {
-	d := &ProjectsDouble{Next: next, projects: map[string]*harbor.Project{}, calls: map[string]int{}}
+	d := &ProjectsDouble{Next: next, projects: map[string]*harbor.Project{}, calls: map[string]int{}, tokens: map[string]grant{}}
 	for _, name := range append([]string{"library"}, existing...) {
 		d.addLocked(name, "true")
 	}
@@ -84,7 +109,8 @@ func (d *ProjectsDouble) Project(name string) (harbor.Project, bool) {
 }
 
 // Calls counts the API operations served, by operationId of the API
-// description (headProject, createProject, getProject, getPing, getHealth).
+// description (headProject, createProject, getProject, getPing, getHealth),
+// and "token" for the token service.
 func (d *ProjectsDouble) Calls(op string) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -116,6 +142,9 @@ func (d *ProjectsDouble) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		d.serveAPI(w, r, strings.TrimPrefix(path, harbor.APIPath))
+	case path == TokenPath && r.Method == http.MethodGet:
+		d.count("token")
+		d.serveToken(w, r)
 	case path == "/v2" || strings.HasPrefix(path, "/v2/"):
 		d.serveRegistry(w, r)
 	default:
@@ -224,19 +253,182 @@ func (d *ProjectsDouble) createProject(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusCreated)
 }
 
-// serveRegistry forwards /v2/ to Next, after Harbor's checks: credentials
-// (when configured) and, for repository paths, an existing project.
-func (d *ProjectsDouble) serveRegistry(w http.ResponseWriter, r *http.Request) {
-	if d.User != "" && !d.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Basic realm="harbor-double"`)
-		writeErr(w, r, http.StatusUnauthorized, "UNAUTHORIZED", "unauthorized to access repository")
+// TokenPath is where Harbor's token service answers; TokenService is the
+// service name its challenges carry.
+const (
+	TokenPath    = "/service/token"
+	TokenService = "harbor-registry"
+)
+
+// basicUser returns the user of valid basic credentials.
+func (d *ProjectsDouble) basicUser(r *http.Request) (string, bool) {
+	u, p, ok := r.BasicAuth()
+	if !ok || d.User == "" || u != d.User || p != d.Password {
+		return "", false
+	}
+	return u, true
+}
+
+// serveToken issues a token for the requested scopes, as Harbor's token
+// service does: the credentials decide the user (wrong ones make an
+// anonymous request), and each repository scope gets the actions the user
+// has in it.
+func (d *ProjectsDouble) serveToken(w http.ResponseWriter, r *http.Request) {
+	user, authenticated := d.basicUser(r)
+	var scopes []string
+	for _, s := range r.URL.Query()["scope"] {
+		scopes = append(scopes, strings.Fields(s)...)
+	}
+	if !authenticated && len(scopes) == 0 {
+		w.WriteHeader(http.StatusUnauthorized) // Harbor: CustomAbort(401, "")
 		return
 	}
+	g := grant{user: user, actions: map[string][]string{}}
+	for _, sc := range scopes {
+		typ, rest, _ := strings.Cut(sc, ":")
+		i := strings.LastIndex(rest, ":")
+		if typ != "repository" || i < 0 {
+			continue
+		}
+		repo, wanted := rest[:i], strings.Split(rest[i+1:], ",")
+		for _, a := range wanted {
+			if d.may(user, repo, a) {
+				g.actions[repo] = append(g.actions[repo], a)
+			}
+		}
+	}
+	d.mu.Lock()
+	tok := fmt.Sprintf("harbor-double-token-%d", len(d.tokens)+1)
+	d.tokens[tok] = g
+	d.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "expires_in": 1800})
+}
+
+// may reports whether user ("" anonymous) may do action in repo: the user
+// may do everything in existing projects, anonymous users pull from public
+// ones.
+func (d *ProjectsDouble) may(user, repo, action string) bool {
+	project, _, _ := strings.Cut(repo, "/")
+	p, ok := d.Project(project)
+	if !ok {
+		return false
+	}
+	if user != "" || d.User == "" {
+		return true
+	}
+	return action == "pull" && p.Metadata.Public == "true"
+}
+
+// caller finds who sends r: ok is false for credentials that are wrong
+// (basic) or unknown (bearer).
+func (d *ProjectsDouble) caller(r *http.Request) (g grant, ok bool) {
+	if d.User == "" {
+		return grant{user: "anyone"}, true
+	}
+	auth := r.Header.Get("Authorization")
+	if tok, isBearer := strings.CutPrefix(auth, "Bearer "); isBearer {
+		d.mu.Lock()
+		g, ok = d.tokens[tok]
+		d.mu.Unlock()
+		return g, ok
+	}
+	if user, valid := d.basicUser(r); valid {
+		return grant{user: user}, true
+	}
+	return grant{}, auth == ""
+}
+
+// allows reports whether g may do action in repo.
+func (d *ProjectsDouble) allows(g grant, repo, action string) bool {
+	if g.actions == nil { // basic auth, or no credentials configured
+		return d.may(g.user, repo, action)
+	}
+	for _, a := range g.actions[repo] {
+		if a == action {
+			return true
+		}
+	}
+	return false
+}
+
+// challenge is what Harbor offers: Basic when the request carried
+// credentials, else its token service, with the scope when known.
+func challenge(r *http.Request, scope string) string {
+	if r.Header.Get("Authorization") != "" {
+		return `Basic realm="harbor"`
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	c := fmt.Sprintf(`Bearer realm="%s://%s%s",service="%s"`, scheme, r.Host, TokenPath, TokenService)
+	if scope != "" {
+		c += fmt.Sprintf(`,scope="%s"`, scope)
+	}
+	return c
+}
+
+// unauthorized answers 401 with Harbor's error body and the challenge
+// (which may be empty, as Harbor's is for a missing project).
+func unauthorized(w http.ResponseWriter, r *http.Request, challenge, msg string) {
+	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+	w.Header()["Www-Authenticate"] = []string{challenge}
+	writeErr(w, r, http.StatusUnauthorized, "UNAUTHORIZED", msg)
+}
+
+// repoRequest splits a repository path of the registry API into the
+// repository name and what the request needs (pull or push).
+func repoRequest(r *http.Request, rest string) (repo, action string, ok bool) {
+	for _, sep := range []string{"/manifests/", "/blobs/", "/tags/", "/referrers/"} {
+		if i := strings.Index(rest, sep); i > 0 {
+			action = "pull"
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				action = "push"
+			}
+			return rest[:i], action, true
+		}
+	}
+	return "", "", false
+}
+
+// serveRegistry forwards /v2/ to Next after Harbor's checks (see the
+// package comment).
+func (d *ProjectsDouble) serveRegistry(w http.ResponseWriter, r *http.Request) {
+	g, known := d.caller(r)
 	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/v2"), "/")
-	if rest != "" && rest != "_catalog" {
-		project, _, _ := strings.Cut(rest, "/")
+	switch {
+	case rest == "":
+		if !known || g.user == "" {
+			unauthorized(w, r, challenge(r, ""), "unauthorized")
+			return
+		}
+	case rest == "_catalog":
+		if !known || g.user == "" {
+			unauthorized(w, r, `Basic realm="harbor"`, "unauthorized to list catalog")
+			return
+		}
+	default:
+		repo, action, ok := repoRequest(r, rest)
+		if !ok {
+			writeErr(w, r, http.StatusNotFound, "NOT_FOUND", "not found")
+			return
+		}
+		scope := "repository:" + repo + ":" + action
+		if r.Header.Get("Authorization") == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			unauthorized(w, r, challenge(r, scope), "authorize header needed to send HEAD to repository")
+			return
+		}
+		project, _, _ := strings.Cut(repo, "/")
 		if _, ok := d.Project(project); !ok {
-			writeErr(w, r, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("project %s not found", project))
+			unauthorized(w, r, "", fmt.Sprintf("project %s not found", project))
+			return
+		}
+		allowed := known && d.allows(g, repo, action)
+		if from := r.URL.Query().Get("from"); allowed && from != "" && r.URL.Query().Get("mount") != "" {
+			allowed = d.allows(g, from, "pull")
+		}
+		if !allowed {
+			unauthorized(w, r, challenge(r, scope), fmt.Sprintf("unauthorized to access repository: %s, action: %s", repo, action))
 			return
 		}
 	}

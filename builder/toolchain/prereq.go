@@ -1,0 +1,151 @@
+package toolchain
+
+import (
+	"fmt"
+	"go/version"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// MinGoVersion is the oldest go command that builds every component (the
+// highest go line of the scratch modules: etcd's).
+const MinGoVersion = "go1.26.0"
+
+// host is what the prerequisite checks look at. Tests replace it.
+type host struct {
+	lookPath func(string) (string, error)
+	stat     func(string) (fs.FileInfo, error)
+	glob     func(string) ([]string, error)
+}
+
+func realHost() host { return host{lookPath: exec.LookPath, stat: os.Stat, glob: filepath.Glob} }
+
+// prerequisite is one thing of the build host that a component needs and
+// the go command does not bring: a C tool, a static library, apt's lists.
+type prerequisite struct {
+	What    string // what is missing, as the user would look for it
+	For     string // which components need it
+	Package string // the Debian package that provides it
+	Hint    string // what to do instead of installing a package
+	present func(h host) bool
+}
+
+func tool(name string) func(host) bool {
+	return func(h host) bool { _, err := h.lookPath(name); return err == nil }
+}
+
+func file(path string) func(host) bool {
+	return func(h host) bool { _, err := h.stat(path); return err == nil }
+}
+
+// libDir is where Debian puts amd64 libraries.
+const libDir = "/usr/lib/x86_64-linux-gnu"
+
+// prerequisites is the literal list of what the build host must have, so
+// that a missing piece stops the build before anything is compiled, not
+// after Kubernetes' half hour.
+func prerequisites() []prerequisite {
+	return []prerequisite{
+		{What: "gcc", For: "runc (cgo) and pause", Package: "gcc", present: tool("gcc")},
+		{What: "strip", For: "pause", Package: "binutils", present: tool("strip")},
+		{What: libDir + "/libc.a", For: "the static runc and pause", Package: "libc6-dev", present: file(libDir + "/libc.a")},
+		{What: "pkg-config", For: "runc's libseccomp", Package: "pkg-config", present: tool("pkg-config")},
+		{What: libDir + "/libseccomp.a", For: "runc (static seccomp)", Package: "libseccomp-dev", present: file(libDir + "/libseccomp.a")},
+		{What: libDir + "/pkgconfig/libseccomp.pc", For: "runc (static seccomp)", Package: "libseccomp-dev", present: file(libDir + "/pkgconfig/libseccomp.pc")},
+		{What: "apt-get", For: "the netfilter tools layer", Package: "apt", present: tool("apt-get")},
+		{What: "dpkg-deb", For: "the netfilter tools layer", Package: "dpkg", present: tool("dpkg-deb")},
+		{What: "apt package lists", For: "the netfilter tools layer", Hint: "run apt-get update (as root)", present: func(h host) bool {
+			m, err := h.glob("/var/lib/apt/lists/*_Packages")
+			return err == nil && len(m) > 0
+		}},
+	}
+}
+
+// PrerequisiteError lists everything the build host lacks, with the Debian
+// packages to install. Nothing was built when it is returned.
+type PrerequisiteError struct {
+	Missing  []string // one line per missing piece
+	Packages []string // Debian packages to install, sorted, once each
+	Hints    []string // other steps (apt-get update)
+}
+
+func (e *PrerequisiteError) Error() string {
+	var b strings.Builder
+	b.WriteString("the build host lacks what the toolchain needs (nothing was built):")
+	for _, m := range e.Missing {
+		b.WriteString("\n  " + m)
+	}
+	if len(e.Packages) > 0 {
+		fmt.Fprintf(&b, "\ninstall them: apt-get install %s (or run hack/install-deps.sh as root)", strings.Join(e.Packages, " "))
+	}
+	for _, h := range e.Hints {
+		b.WriteString("\nthen: " + h)
+	}
+	return b.String()
+}
+
+// checkPrerequisites reports every missing prerequisite at once, and a go
+// command older than MinGoVersion.
+func checkPrerequisites(h host, goVersion string) error {
+	e := &PrerequisiteError{}
+	seen := map[string]bool{}
+	for _, p := range prerequisites() {
+		if p.present(h) {
+			continue
+		}
+		line := fmt.Sprintf("%s (for %s)", p.What, p.For)
+		if p.Package != "" {
+			line += ": Debian package " + p.Package
+			if !seen[p.Package] {
+				seen[p.Package] = true
+				e.Packages = append(e.Packages, p.Package)
+			}
+		} else {
+			line += ": " + p.Hint
+			e.Hints = append(e.Hints, p.Hint)
+		}
+		e.Missing = append(e.Missing, line)
+	}
+	sort.Strings(e.Packages)
+	if goVersion != "" && version.Compare(goVersion, MinGoVersion) < 0 {
+		e.Missing = append(e.Missing, fmt.Sprintf("the go command is %s, the toolchain needs %s or newer", goVersion, MinGoVersion))
+	}
+	if len(e.Missing) == 0 {
+		return nil
+	}
+	return e
+}
+
+// heartbeat writes line(elapsed) to w every interval until stop is called,
+// so that a long compile (Kubernetes: half an hour) is not silent.
+func heartbeat(w io.Writer, interval time.Duration, line func(elapsed time.Duration) string) (stop func()) {
+	if interval <= 0 {
+		return func() {}
+	}
+	start := time.Now()
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				io.WriteString(w, line(time.Since(start)))
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}

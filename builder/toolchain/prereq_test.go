@@ -1,0 +1,129 @@
+package toolchain
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// bareHost has nothing installed.
+var bareHost = host{
+	lookPath: func(string) (string, error) { return "", errors.New("not found") },
+	stat:     func(string) (fs.FileInfo, error) { return nil, fs.ErrNotExist },
+	glob:     func(string) ([]string, error) { return nil, nil },
+}
+
+// fullHost has everything.
+var fullHost = host{
+	lookPath: func(n string) (string, error) { return "/usr/bin/" + n, nil },
+	stat:     func(string) (fs.FileInfo, error) { return nil, nil },
+	glob:     func(p string) ([]string, error) { return []string{p}, nil },
+}
+
+// TestPrerequisitesNamePackages: a host that lacks the C tools, libseccomp
+// and the apt lists hears of all of them at once, with the Debian packages.
+func TestPrerequisitesNamePackages(t *testing.T) {
+	err := checkPrerequisites(bareHost, "go1.26.8")
+	var pe *PrerequisiteError
+	if !errors.As(err, &pe) {
+		t.Fatalf("err = %v, want a *PrerequisiteError", err)
+	}
+	want := []string{"apt", "binutils", "dpkg", "gcc", "libc6-dev", "libseccomp-dev", "pkg-config"}
+	if !reflect.DeepEqual(pe.Packages, want) {
+		t.Errorf("packages %v, want %v", pe.Packages, want)
+	}
+	for _, s := range []string{"libseccomp.a (for runc (static seccomp)): Debian package libseccomp-dev", "apt-get install apt binutils", "apt-get update", "nothing was built"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error lacks %q:\n%v", s, err)
+		}
+	}
+	if err := checkPrerequisites(fullHost, "go1.26.8"); err != nil {
+		t.Errorf("a full host: %v", err)
+	}
+	if err := checkPrerequisites(fullHost, "go1.25.3"); err == nil || !strings.Contains(err.Error(), "go1.26.0") {
+		t.Errorf("an old go: err = %v, want the minimum named", err)
+	}
+}
+
+// TestBuildChecksPrerequisitesFirst: Build refuses a host without the
+// prerequisites before it builds or caches anything.
+func TestBuildChecksPrerequisitesFirst(t *testing.T) {
+	cache := t.TempDir()
+	var progress bytes.Buffer
+	_, err := build(context.Background(), Options{SourceDir: t.TempDir(), CacheDir: cache, Progress: &progress}, bareHost)
+	var pe *PrerequisiteError
+	if !errors.As(err, &pe) {
+		t.Fatalf("err = %v, want a *PrerequisiteError", err)
+	}
+	if des, _ := os.ReadDir(cache); len(des) != 0 || progress.Len() != 0 {
+		t.Errorf("the cache has %d entries, progress %q; want nothing done", len(des), progress.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the heartbeat's goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestComponentAnnouncesAndHeartbeats: a component that is compiled says
+// what it builds and its expected cold time when it starts, then that it
+// is still building, with the elapsed time, while it runs; a cached one
+// says nothing until it is done.
+func TestComponentAnnouncesAndHeartbeats(t *testing.T) {
+	var out syncBuffer
+	opts := &Options{CacheDir: t.TempDir(), Progress: &out, Log: &out, Heartbeat: 20 * time.Millisecond}
+	b := &builder{opts: opts, resolver: &resolver{ctx: context.Background()}}
+	b.resolver.b = b
+	slow := &component{
+		Name: "slow", Version: "v1", Cold: "about a minute", Outputs: []string{"x"},
+		Recipe: func(*resolver) ([]command, error) {
+			return []command{{Prog: "sh", Args: []string{"-c", "sleep 0.2; echo x > $OUT/x"}}}, nil
+		},
+	}
+	dir, cached, err := b.component(context.Background(), slow, "toolchain slow (1/2)")
+	if err != nil || cached {
+		t.Fatalf("component: %v (cached %v)", err, cached)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	if !strings.HasPrefix(got, "toolchain slow (1/2): building slow v1 (cold: about a minute on 2 cores; cached afterwards)\n") {
+		t.Errorf("first line of %q, want the announcement", got)
+	}
+	if n := strings.Count(got, "toolchain slow (1/2): still building, "); n < 2 || !strings.Contains(got, "s elapsed\n") {
+		t.Errorf("%d heartbeat lines in %q, want several with the elapsed time", n, got)
+	}
+	lines := strings.Count(got, "\n")
+	time.Sleep(60 * time.Millisecond)
+	if strings.Count(out.String(), "\n") != lines {
+		t.Errorf("heartbeat lines after the component finished: %q", out.String())
+	}
+
+	var again syncBuffer
+	opts.Progress = &again
+	if _, cached, err := b.component(context.Background(), slow, "toolchain slow (1/2)"); err != nil || !cached || again.String() != "" {
+		t.Errorf("cached component: cached %v, %v, progress %q; want it silent", cached, err, again.String())
+	}
+}
