@@ -5,7 +5,10 @@
 #
 #   hack/install-deps.sh demo   what `make demo` needs: a C compiler, static
 #                               libc and libseccomp (runc, pause), binutils,
-#                               pkg-config
+#                               pkg-config; mmdebstrap and the boot loaders'
+#                               packages for the OS image and the media
+#   hack/install-deps.sh cluster  that and QEMU, OVMF and qemu-img for
+#                               `make demo-cluster`
 #   hack/install-deps.sh        everything the tests and benchmarks need too:
 #                               skopeo, openssl and GNU tar as independent
 #                               peers and checkers; sfdisk, fsck.vfat, mtools,
@@ -18,14 +21,17 @@
 # Installing needs root. Run as another user, it installs nothing and, when
 # something is missing, names the packages and the command, and fails.
 set -euo pipefail
-demo=(gcc libc6-dev libseccomp-dev pkg-config binutils)
+demo=(gcc libc6-dev libseccomp-dev pkg-config binutils
+      mmdebstrap systemd-boot-efi kmod xz-utils e2fsprogs isolinux syslinux-common)
+cluster=("${demo[@]}" qemu-system-x86 ovmf qemu-utils)
 all=("${demo[@]}" skopeo openssl tar time
      fdisk dosfstools mtools squashfs-tools qemu-utils xorriso isolinux syslinux-common cpio
      mmdebstrap systemd-boot-efi kmod xz-utils e2fsprogs qemu-system-x86 ovmf)
 case "${1:-all}" in
   demo) pkgs=("${demo[@]}") ;;
+  cluster) pkgs=("${cluster[@]}") ;;
   all) pkgs=("${all[@]}") ;;
-  *) echo "install-deps: unknown set ${1} (want demo or all)" >&2; exit 2 ;;
+  *) echo "install-deps: unknown set ${1} (want demo, cluster or all)" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

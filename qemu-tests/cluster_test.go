@@ -3,11 +3,9 @@
 package qemutests
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,11 +15,11 @@ import (
 	"time"
 
 	"kpaas.dev/appliance/builder/bake"
-	"kpaas.dev/appliance/builder/cli"
 	"kpaas.dev/appliance/builder/disk"
 	"kpaas.dev/appliance/builder/image"
 	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/qemu-tests/cluster"
 	"kpaas.dev/appliance/qemu-tests/vm"
 )
 
@@ -38,16 +36,6 @@ const E2EEnv = "KPAAS_E2E"
 // clusterTimeout bounds a node's way from power-on to ready under
 // software emulation.
 const clusterTimeout = 40 * time.Minute
-
-// nodeSpec is one node of a test cluster.
-type nodeSpec struct {
-	name, role string
-	n          int // 11, 21, 22: the last octet of its address and MAC
-}
-
-func (n nodeSpec) mac() string     { return fmt.Sprintf("52:54:00:4b:00:%02x", n.n) }
-func (n nodeSpec) mgmtMAC() string { return fmt.Sprintf("52:54:00:4b:01:%02x", n.n) }
-func (n nodeSpec) addr() string    { return fmt.Sprintf("10.42.0.%d", n.n) }
 
 // clusterMedia is what every cluster scenario boots: the demo bundle's
 // qcow2 image and a site folder (cluster.yaml and secrets).
@@ -122,122 +110,38 @@ func demoMedia(t *testing.T) *clusterMedia {
 	return clusterOnce.m
 }
 
-// cluster is a running test cluster.
-type cluster struct {
-	t       *testing.T
-	media   *clusterMedia
-	site    string // the `kpaas cluster init` folder
-	nodes   []nodeSpec
-	vms     map[string]*vm.VM
-	disks   map[string]string // node → its overlay
-	apiPort int
-	mcast   string
-}
+// twoNodes is the demo cluster without w2: what CI boots.
+const twoNodes = `apiVersion: kpaas.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: demo
+controlPlaneEndpoint:
+  host: 10.42.0.11
+nodes:
+  - name: cp1
+    role: control-plane
+    macs: ["52:54:00:4b:00:11"]
+    managementMACs: ["52:54:00:4b:01:11"]
+    address: 10.42.0.11/24
+  - name: w1
+    role: worker
+    macs: ["52:54:00:4b:00:21"]
+    address: 10.42.0.21/24
+`
 
-// newCluster writes a site for nodes (cluster init, one config disk per
-// node, one overlay per node) without booting anything.
-func newCluster(t *testing.T, nodes ...nodeSpec) *cluster {
+// newCluster makes a site from a cluster file (fresh secrets, config
+// disks) and the nodes' overlays of the demo media, booting nothing.
+func newCluster(t *testing.T, clusterYAML string) *cluster.Cluster {
 	t.Helper()
 	m := demoMedia(t)
 	dir := vm.Dir(t)
-	c := &cluster{t: t, media: m, site: filepath.Join(dir, "site"), nodes: nodes, vms: map[string]*vm.VM{}, disks: map[string]string{},
-		apiPort: freePort(t), mcast: fmt.Sprintf("239.255.42.%d:%d", 1+time.Now().Nanosecond()%200, freePort(t))}
-	var y strings.Builder
-	fmt.Fprintf(&y, "apiVersion: kpaas.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: demo\ncontrolPlaneEndpoint:\n  host: %s\nnodes:\n", nodes[0].addr())
-	for _, n := range nodes {
-		fmt.Fprintf(&y, "  - name: %s\n    role: %s\n    macs: [%q]\n    address: %s/24\n", n.name, n.role, n.mac(), n.addr())
-		if n.role == "control-plane" {
-			fmt.Fprintf(&y, "    managementMACs: [%q]\n", n.mgmtMAC())
-		}
-	}
 	src := filepath.Join(dir, "cluster.yaml")
-	if err := os.WriteFile(src, []byte(y.String()), 0o644); err != nil {
+	if err := os.WriteFile(src, []byte(clusterYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	kpaas(t, "cluster", "init", "--from", src, "-o", c.site)
-	for _, n := range nodes {
-		kpaas(t, "cluster", "config-disk", c.site, "--node", n.name, "-o", filepath.Join(dir, n.name+"-config.img"))
-		overlay := filepath.Join(dir, n.name+".qcow2")
-		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", m.qcow2, "-F", "qcow2", overlay).CombinedOutput(); err != nil {
-			t.Fatalf("qemu-img create: %v\n%s", err, out)
-		}
-		c.disks[n.name] = overlay
-	}
-	return c
-}
-
-func kpaas(t *testing.T, args ...string) string {
-	t.Helper()
-	var out, errb bytes.Buffer
-	if err := cli.Run(context.Background(), args, nil, &out, &errb); err != nil {
-		t.Fatalf("kpaas %s: %v\n%s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.String()
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// boot powers a node on.
-func (c *cluster) boot(n nodeSpec) *vm.VM {
-	c.t.Helper()
-	dir := filepath.Dir(c.disks[n.name])
-	opts := []vm.Option{
-		vm.WithFirmware(vm.OVMF),
-		vm.WithWritableDisk(c.disks[n.name], "qcow2"),
-		vm.WithDisk(filepath.Join(dir, n.name+"-config.img"), "raw"),
-		vm.WithNIC(n.mac(), "socket,mcast="+c.mcast+",localaddr=127.0.0.1"),
-		vm.WithMemory(2048),
-	}
-	if n.role == "control-plane" {
-		opts = append(opts, vm.WithCPUs(2), vm.WithMemory(2560))
-	}
-	if n == c.nodes[0] {
-		opts = append(opts, vm.WithNIC(n.mgmtMAC(), fmt.Sprintf("user,restrict=on,hostfwd=tcp:127.0.0.1:%d-:6443", c.apiPort)))
-	}
-	v := vm.Start(c.t, opts...)
-	c.vms[n.name] = v
-	return v
-}
-
-// kubectl runs the toolchain's kubectl against the cluster as its admin,
-// through the forwarded API port.
-func (c *cluster) kubectl(stdin string, args ...string) (string, error) {
-	args = append([]string{"--kubeconfig", filepath.Join(c.site, "secrets", "admin.conf"),
-		"--server", fmt.Sprintf("https://127.0.0.1:%d", c.apiPort), "--request-timeout", "60s"}, args...)
-	cmd := exec.Command(c.media.kubectl, args...)
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-// waitKubectl retries a kubectl command until check accepts its output.
-func (c *cluster) waitKubectl(what string, timeout time.Duration, check func(string) bool, args ...string) string {
-	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var out string
-	var err error
-	for time.Now().Before(deadline) {
-		out, err = c.kubectl("", args...)
-		if err == nil && check(out) {
-			return out
-		}
-		time.Sleep(5 * time.Second)
-	}
-	c.t.Fatalf("%s: not after %s: %v\n%s", what, timeout, err, out)
-	return ""
-}
-
-func readyLine(n nodeSpec) string {
-	return fmt.Sprintf(`kpaas-agent: node %s \(%s\) ready`, n.name, n.role)
+	site := filepath.Join(dir, "site")
+	cluster.Kpaas(t, "cluster", "init", "--from", src, "-o", site)
+	return cluster.New(t, cluster.Options{Image: m.qcow2, Site: site, Dir: filepath.Join(dir, "nodes"), Kubectl: m.kubectl})
 }
 
 func e2e(t *testing.T) {
@@ -251,32 +155,30 @@ func e2e(t *testing.T) {
 // on the worker from an image that exists only in the bundle and reaches a
 // service backed by a pod on the control plane by its DNS name.
 func TestClusterControlPlaneAndWorker(t *testing.T) {
-	cp := nodeSpec{"cp1", "control-plane", 11}
-	w := nodeSpec{"w1", "worker", 21}
-	c := newCluster(t, cp, w)
+	c := newCluster(t, twoNodes)
 	// The worker first: it waits for the control plane.
-	wv := c.boot(w)
-	cv := c.boot(cp)
-	_, cpAt := cv.Expect(readyLine(cp), clusterTimeout)
-	t.Logf("%s ready %s after power-on", cp.name, cpAt.Round(time.Second))
-	_, wAt := wv.Expect(readyLine(w), clusterTimeout)
-	t.Logf("%s ready %s after power-on", w.name, wAt.Round(time.Second))
-	c.checkNodesReady()
-	c.checkWorkload(cp, w)
+	wv := c.Boot("w1")
+	cv := c.Boot("cp1")
+	_, cpAt := cv.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout)
+	t.Logf("cp1 ready %s after power-on", cpAt.Round(time.Second))
+	_, wAt := wv.Expect(cluster.ReadyLine(c.Node("w1")), clusterTimeout)
+	t.Logf("w1 ready %s after power-on", wAt.Round(time.Second))
+	checkNodesReady(t, c)
+	checkWorkload(t, c, "cp1", "w1")
 }
 
 // checkNodesReady asks the API whether every node is Ready.
-func (c *cluster) checkNodesReady() {
-	c.waitKubectl("every node Ready", 10*time.Minute, func(out string) bool {
+func checkNodesReady(t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	c.WaitKubectl("every node Ready", 10*time.Minute, func(out string) bool {
 		var list struct {
 			Items []struct {
-				Metadata struct{ Name string }
-				Status   struct {
+				Status struct {
 					Conditions []struct{ Type, Status string }
 				}
 			}
 		}
-		if json.Unmarshal([]byte(out), &list) != nil || len(list.Items) != len(c.nodes) {
+		if json.Unmarshal([]byte(out), &list) != nil || len(list.Items) != len(c.Config.Nodes) {
 			return false
 		}
 		for _, it := range list.Items {
@@ -293,10 +195,10 @@ func (c *cluster) checkNodesReady() {
 }
 
 // checkWorkload runs hello on server (behind a Service) and its probe on
-// client: the image comes only from the bundle (through the node's seed),
-// the probe crosses nodes and resolves the Service by DNS.
-func (c *cluster) checkWorkload(server, client nodeSpec) {
-	c.t.Helper()
+// client: the images exist only in the bundle (they reach the node through
+// its seed), the probe crosses nodes and resolves the Service by DNS.
+func checkWorkload(t *testing.T, c *cluster.Cluster, server, client string) {
+	t.Helper()
 	manifest := fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: hello, namespace: default, labels: {app: hello}}
@@ -319,12 +221,12 @@ spec:
   nodeName: %s
   restartPolicy: OnFailure
   containers: [{name: probe, image: docker.io/kpaas/hello-probe:0.1.0, args: ["-probe", "http://hello.default.svc.cluster.local/"]}]
-`, server.name, client.name)
-	if out, err := c.kubectl(manifest, "apply", "-f", "-"); err != nil {
-		c.t.Fatalf("kubectl apply: %v\n%s", err, out)
+`, server, client)
+	if out, err := c.Kubectl(manifest, "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
-	c.waitKubectl("the probe pod succeeded", 15*time.Minute, func(out string) bool { return strings.TrimSpace(out) == "Succeeded" },
+	c.WaitKubectl("the probe pod succeeded", 15*time.Minute, func(out string) bool { return strings.TrimSpace(out) == "Succeeded" },
 		"get", "pod", "probe", "-o", "jsonpath={.status.phase}")
-	out, _ := c.kubectl("", "get", "pods", "-o", "wide")
-	c.t.Logf("pods:\n%s", out)
+	out, _ := c.Kubectl("", "get", "pods", "-o", "wide")
+	t.Logf("pods:\n%s", out)
 }

@@ -167,6 +167,7 @@ func runKubeadm(ctx context.Context, e *Env) error {
 		c = exec.Command("kubeadm", "join", "--config", kubeadmConfig)
 	}
 	c.Redact = []string{token}
+	c.Progress, c.ProgressPrefix = e.Progress.Writer(), "kubeadm: "
 	if _, err := e.Host.RunCmd(ctx, c); err != nil {
 		if e.IsFirstControlPlane() {
 			return err
@@ -322,6 +323,14 @@ controlPlane:
     bindPort: {{.Port}}
 {{- end}}
 {{- end}}
+# Generous: under load (or software emulation) a control plane takes minutes.
+timeouts:
+  controlPlaneComponentHealthCheck: 20m0s
+  kubeletHealthCheck: 10m0s
+  kubernetesAPICall: 5m0s
+  etcdAPICall: 5m0s
+  tlsBootstrap: 20m0s
+  discovery: 20m0s
 nodeRegistration:
   name: {{.Name}}
   criSocket: ` + criSocket + `

@@ -35,6 +35,12 @@ type Cmd struct {
 	// Redact lists secret strings (a token) that String and RunError
 	// replace with "<redacted>" wherever they appear, output included.
 	Redact []string
+	// Progress, when set, receives the command's output (standard output
+	// and error) line by line as it runs, each line prefixed with
+	// ProgressPrefix and redacted: a long command (kubeadm) shows what it
+	// does.
+	Progress       io.Writer
+	ProgressPrefix string
 }
 
 // Command returns a Cmd for name and args.
@@ -147,7 +153,16 @@ func (h Host) Run(ctx context.Context, c Cmd) ([]byte, error) {
 	if h.Stderr != nil {
 		cmd.Stderr = io.MultiWriter(stderr, h.Stderr)
 	}
+	var lw *lineWriter
+	if c.Progress != nil {
+		lw = &lineWriter{w: c.Progress, prefix: c.ProgressPrefix, cmd: c}
+		cmd.Stdout = io.MultiWriter(cmd.Stdout, lw)
+		cmd.Stderr = io.MultiWriter(cmd.Stderr, lw)
+	}
 	err := cmd.Run()
+	if lw != nil {
+		lw.flush()
+	}
 	if err == nil {
 		return stdout.Bytes(), nil
 	}
@@ -188,4 +203,42 @@ func (t *tail) bytes() []byte {
 		return t.buf[len(t.buf)-t.max:]
 	}
 	return t.buf
+}
+
+// lineWriter copies whole lines to w, prefixed and redacted.
+type lineWriter struct {
+	w      io.Writer
+	prefix string
+	cmd    Cmd
+	buf    []byte
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.emit(l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+	if len(l.buf) > 64<<10 { // a runaway line: show it anyway
+		l.flush()
+	}
+	return len(p), nil
+}
+
+func (l *lineWriter) emit(line []byte) {
+	if len(bytes.TrimSpace(line)) == 0 {
+		return
+	}
+	fmt.Fprintf(l.w, "%s%s\n", l.prefix, l.cmd.redact(string(bytes.TrimRight(line, "\r"))))
+}
+
+func (l *lineWriter) flush() {
+	if len(l.buf) > 0 {
+		l.emit(l.buf)
+		l.buf = nil
+	}
 }

@@ -65,3 +65,24 @@ func TestCancel(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestProgressLinesRedacted(t *testing.T) {
+	const token = "abcdef.0123456789abcdef"
+	var buf strings.Builder
+	c := exec.Command("sh", "-c", "echo '[init] step one'; echo 'token "+token+"' >&2; printf 'last'")
+	c.Redact = []string{token}
+	c.Progress = &buf
+	c.ProgressPrefix = "kubeadm: "
+	if _, err := (exec.Host{}).Run(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	got := buf.String()
+	for _, want := range []string{"kubeadm: [init] step one\n", "kubeadm: token <redacted>\n", "kubeadm: last\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("progress %q lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, token) {
+		t.Errorf("progress shows the token: %q", got)
+	}
+}

@@ -59,6 +59,21 @@ func (r *Reporter) Printf(format string, args ...any) {
 	fmt.Fprintf(r.w, format+"\n", args...)
 }
 
+// Writer returns a writer whose writes go to the stream as they are
+// (whole lines, e.g. a long command's output), unless quiet.
+func (r *Reporter) Writer() io.Writer { return reporterWriter{r} }
+
+type reporterWriter struct{ r *Reporter }
+
+func (w reporterWriter) Write(p []byte) (int, error) {
+	if w.r == nil || w.r.quiet {
+		return len(p), nil
+	}
+	w.r.mu.Lock()
+	defer w.r.mu.Unlock()
+	return w.r.w.Write(p)
+}
+
 // Errorf prints one plain line even when quiet: failures are never
 // suppressed.
 func (r *Reporter) Errorf(format string, args ...any) {

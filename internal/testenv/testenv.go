@@ -14,8 +14,16 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"testing"
 )
+
+// TB is what these helpers need of a test: testing.TB has it, and so does
+// a command that drives test harnesses outside `go test` (the QEMU demo
+// cluster).
+type TB interface {
+	Helper()
+	Skip(args ...any)
+	Fatalf(format string, args ...any)
+}
 
 // InCI reports whether the tests run in CI: CI is set to a true value
 // (true, 1, …).
@@ -25,7 +33,7 @@ func InCI() bool {
 }
 
 // SkipOrFail skips t with reason, or, in CI, fails it with reason.
-func SkipOrFail(t testing.TB, reason string) {
+func SkipOrFail(t TB, reason string) {
 	t.Helper()
 	if InCI() {
 		t.Fatalf("%s (CI=true: a missing prerequisite fails the test instead of skipping it)", reason)
@@ -34,7 +42,7 @@ func SkipOrFail(t testing.TB, reason string) {
 }
 
 // SkipOrFailf is SkipOrFail with a format.
-func SkipOrFailf(t testing.TB, format string, args ...any) {
+func SkipOrFailf(t TB, format string, args ...any) {
 	t.Helper()
 	SkipOrFail(t, fmt.Sprintf(format, args...))
 }
@@ -51,7 +59,7 @@ var debianPackage = map[string]string{
 
 // RequireTool returns the path of the program name, or skips t (fails it
 // in CI) naming the Debian package that provides it.
-func RequireTool(t testing.TB, name string) string {
+func RequireTool(t TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err == nil {
@@ -69,7 +77,7 @@ func RequireTool(t testing.TB, name string) string {
 }
 
 // RequireTools is RequireTool for several programs.
-func RequireTools(t testing.TB, names ...string) {
+func RequireTools(t TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		RequireTool(t, n)

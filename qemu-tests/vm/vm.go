@@ -31,6 +31,20 @@ import (
 	"kpaas.dev/appliance/internal/testenv"
 )
 
+// T is what the package needs of its caller: a *testing.T, or a command
+// that boots VMs outside `go test` (the demo cluster) with its own
+// Fatal, Cleanup and logging.
+type T interface {
+	Helper()
+	Name() string
+	Logf(format string, args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Skip(args ...any)
+	Cleanup(func())
+	Failed() bool
+}
+
 // KeepEnv is the environment variable that keeps failed tests' VMs and
 // folders for debugging.
 const KeepEnv = "KPAAS_KEEP_VMS"
@@ -42,14 +56,14 @@ func Keep() bool {
 }
 
 // Need skips the test when a program is missing (fails it in CI).
-func Need(t testing.TB, progs ...string) {
+func Need(t T, progs ...string) {
 	t.Helper()
 	testenv.RequireTools(t, progs...)
 }
 
 // Dir is a work folder for the test, removed when it ends, or kept (and
 // named in the log) when it failed and KPAAS_KEEP_VMS=1.
-func Dir(t testing.TB) string {
+func Dir(t T) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "kpaas-"+sanitize(t.Name())+"-")
 	if err != nil {
@@ -162,7 +176,7 @@ func WithArgs(args ...string) Option { return func(c *config) { c.extra = append
 
 // VM is one running QEMU.
 type VM struct {
-	t     testing.TB
+	t     T
 	dir   string
 	cmd   *exec.Cmd
 	log   *os.File // the serial log, read from
@@ -171,10 +185,11 @@ type VM struct {
 	done  chan struct{}
 	err   error // QEMU's exit, once done is closed
 	part  []byte
+	echo  bool // print console lines as they come (go test -v)
 }
 
 // Start starts QEMU and returns at once; the clock of Expect starts here.
-func Start(t testing.TB, opts ...Option) *VM {
+func Start(t T, opts ...Option) *VM {
 	t.Helper()
 	Need(t, "qemu-system-x86_64")
 	c := config{memory: 1536, cpus: 1}
@@ -233,6 +248,9 @@ func Start(t testing.TB, opts ...Option) *VM {
 	// A file, not a pipe: a kept VM goes on writing after the test is gone.
 	cmd.Stdout, cmd.Stderr = w, w
 	v := &VM{t: t, dir: dir, cmd: cmd, log: r, rd: bufio.NewReader(r), done: make(chan struct{})}
+	if _, ok := t.(testing.TB); ok {
+		v.echo = testing.Verbose()
+	}
 	t.Logf("qemu-system-x86_64 %s", strings.Join(args, " "))
 	if err := cmd.Start(); err != nil {
 		r.Close()
@@ -283,6 +301,13 @@ func (v *VM) Dir() string { return v.dir }
 // Since is the time since QEMU started.
 func (v *VM) Since() time.Duration { return time.Since(v.start) }
 
+// Wait is Expect for callers that handle the error themselves (several
+// VMs waited for at once): it returns the time since QEMU started.
+func (v *VM) Wait(re string, timeout time.Duration) (time.Duration, error) {
+	_, at, err := v.expect(regexp.MustCompile(re), timeout)
+	return at, err
+}
+
 // Expect waits for a console line matching re and returns it with the
 // time since QEMU started. It fails the test when the timeout passes or
 // QEMU exits first. Lines before the match are consumed.
@@ -309,7 +334,7 @@ func (v *VM) expect(rx *regexp.Regexp, timeout time.Duration) (string, time.Dura
 		if err == nil || (exited && len(v.part) > 0) { // a whole line, or QEMU's last words
 			line := ansi.ReplaceAllString(string(bytes.TrimRight(v.part, "\n")), "")
 			v.part = v.part[:0]
-			if testing.Verbose() {
+			if v.echo {
 				fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", v.Since().Seconds(), line)
 			}
 			if rx.MatchString(line) {
