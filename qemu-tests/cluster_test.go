@@ -229,4 +229,12 @@ spec:
 		"get", "pod", "probe", "-o", "jsonpath={.status.phase}")
 	out, _ := c.Kubectl("", "get", "pods", "-o", "wide")
 	t.Logf("pods:\n%s", out)
+	// Each node pulled its image from its own seed (the seed's pull
+	// records, on the node's console); the nodes have no route out.
+	for node, repo := range map[string]string{server: "docker.io/kpaas/hello", client: "docker.io/kpaas/hello-probe"} {
+		rec := "msg=pull repository=" + repo + " reference=0.1.0"
+		if !strings.Contains(c.VMs[node].Console(), rec) {
+			t.Errorf("%s's seed has no record %q: the image did not come from the node's own seed", node, rec)
+		}
+	}
 }

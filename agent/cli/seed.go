@@ -25,7 +25,15 @@ func newSeedCmd(s *streams, o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			srv, err := seed.New(store, seed.WithLogger(slog.New(slog.NewTextHandler(s.err, nil))))
+			// No time stamps: journald keeps them.
+			noTime := func(groups []string, a slog.Attr) slog.Attr {
+				if len(groups) == 0 && a.Key == slog.TimeKey {
+					return slog.Attr{}
+				}
+				return a
+			}
+			log := slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{ReplaceAttr: noTime}))
+			srv, err := seed.New(store, seed.WithLogger(log.With("component", "kpaas-seed")))
 			if err != nil {
 				return err
 			}

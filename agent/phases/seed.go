@@ -73,6 +73,10 @@ ConditionPathIsDirectory=%[2]s
 ExecStart=%[3]s seed --bundle %[2]s --addr 127.0.0.1:%[1]d
 Restart=always
 RestartSec=2
+# Its pull records (one line per image manifest served) go to the console
+# too: what the node pulled, and that it came from the media.
+StandardOutput=journal
+StandardError=journal+console
 DynamicUser=yes
 ProtectSystem=strict
 ProtectHome=yes

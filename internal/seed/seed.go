@@ -66,7 +66,9 @@ type Server struct {
 type Option func(*Server)
 
 // WithLogger sets where the server logs: damaged content at error level,
-// one line per request at debug level. The default discards everything.
+// one "pull" line per manifest served by GET at info level (repository,
+// reference, digest, client), one line per request at debug level. The
+// default discards everything.
 func WithLogger(l *slog.Logger) Option {
 	return func(s *Server) {
 		if l != nil {
@@ -245,6 +247,11 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, repo *rep
 	h.Set("Docker-Content-Digest", d.Digest.String())
 	h.Set("ETag", `"`+d.Digest.String()+`"`)
 	writeJSON(w, r, string(d.MediaType), b)
+	if r.Method == http.MethodGet {
+		// The pull record: one line per manifest served, at info level, so
+		// a node's seed log says which images it served (and to whom).
+		s.log.Info("pull", "repository", repo.name, "reference", reference, "digest", d.Digest.String(), "remote", r.RemoteAddr)
+	}
 }
 
 // serveBlob answers GET and HEAD of a blob, with byte ranges.

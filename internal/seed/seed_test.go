@@ -664,3 +664,19 @@ func TestBlobRangeRFC9110(t *testing.T) {
 		t.Errorf("Bytes=0-9: %d, %d bytes; want 206 and 10 bytes", r.status, len(r.body))
 	}
 }
+
+// Every manifest served by GET leaves a pull record at info level (a
+// node's audit of what its seed served); HEAD requests do not.
+func TestPullRecordAtInfo(t *testing.T) {
+	f := newFixture(t)
+	host, logs := f.serve(t)
+	do(t, http.MethodHead, "http://"+host+"/v2/library/nginx/manifests/1.25?ns=docker.io")
+	if strings.Contains(logs.String(), "msg=pull") {
+		t.Errorf("a HEAD left a pull record:\n%s", logs)
+	}
+	do(t, http.MethodGet, "http://"+host+"/v2/library/nginx/manifests/1.25?ns=docker.io")
+	want := "level=INFO msg=pull repository=docker.io/library/nginx reference=1.25 digest=" + f.nginx.Digest.String()
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("no %q in:\n%s", want, logs)
+	}
+}

@@ -295,6 +295,12 @@ func (v *VM) Exited(timeout time.Duration) error {
 	}
 }
 
+// Console returns everything the VM's serial console printed so far.
+func (v *VM) Console() string {
+	b, _ := os.ReadFile(filepath.Join(v.dir, "serial.log"))
+	return ansi.ReplaceAllString(string(b), "")
+}
+
 // Dir is the VM's folder (serial.log, monitor.sock, OVMF_VARS.fd).
 func (v *VM) Dir() string { return v.dir }
 
