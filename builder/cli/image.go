@@ -129,7 +129,8 @@ func printImageSummary(s *streams, sum *image.Summary) {
 			len(sum.BundleOmitted)-files, files, progress.Bytes(sum.OmittedBytes))
 	}
 	for _, o := range sum.Outputs {
-		fmt.Fprintf(s.out, "%s: %s, %s on disk, %s\n", o.Path, progress.Bytes(o.Size), progress.Bytes(o.Allocated), o.Duration.Round(time.Millisecond))
+		fmt.Fprintf(s.out, "%s: %s, %s on disk, %s; boots under %s\n", o.Path, progress.Bytes(o.Size), progress.Bytes(o.Allocated),
+			o.Duration.Round(time.Millisecond), firmware(o.Firmware))
 		for _, p := range o.Partitions {
 			fs := p.Filesystem
 			if fs == "" {
@@ -143,4 +144,17 @@ func printImageSummary(s *streams, sum *image.Summary) {
 		}
 	}
 	fmt.Fprintf(s.out, "done in %s\n", sum.Duration.Round(time.Millisecond))
+}
+
+// firmware names the firmware an output boots under: "legacy BIOS and UEFI".
+func firmware(fw []disk.Firmware) string {
+	names := map[disk.Firmware]string{disk.BIOS: "legacy BIOS", disk.UEFI: "UEFI"}
+	var out []string
+	for _, f := range fw {
+		out = append(out, names[f])
+	}
+	if len(out) == 0 {
+		return "?"
+	}
+	return strings.Join(out, " and ")
 }
