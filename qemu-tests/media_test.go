@@ -205,13 +205,67 @@ func bootMedia(t *testing.T, marks []string, opts ...vm.Option) time.Duration {
 	return at
 }
 
-// TestMediaRawUEFI boots the raw disk, enlarged by 1 GiB as when written
-// to a bigger disk, under OVMF: systemd-boot from the ESP, kernel and
-// initramfs, kpaas-init grows KPAAS-STATE to the disk's end, formats it and
-// mounts the root and bundle partitions, systemd starts the agent.
-func TestMediaRawUEFI(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64", "cp")
-	buildMedia(t)
+// Hand-offs on the console before kpaas-init, per firmware and medium.
+var (
+	ovmfMarks     = []string{`BdsDxe: starting`}
+	seabiosDisk   = []string{`Booting from Hard Disk`, `SYSLINUX 6`} // gptmbr.bin → syslinux on the ESP
+	seabiosISO    = []string{`ISOLINUX`}
+	grownAndMade  = []string{`kpaas-init: grew KPAAS-STATE \(/dev/vda5\) to 1\.\d GiB`, `kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`}
+	formattedOnly = []string{`kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`}
+)
+
+// mediaBoots is the media tests' table: each medium of `kpaas image
+// build` under each firmware it is made for, booted to the agent's ready
+// line. The raw disk is a copy enlarged by 1 GiB, as when written to a
+// bigger disk (kpaas-init grows KPAAS-STATE to the disk's end).
+var mediaBoots = []struct {
+	name     string
+	firmware vm.Firmware
+	medium   func(t *testing.T) vm.Option
+	marks    []string // after the firmware's hand-offs and kpaas-init's start
+}{
+	{"RawUEFI", vm.OVMF, biggerRaw, grownAndMade},
+	{"RawBIOS", vm.SeaBIOS, biggerRaw, grownAndMade},
+	{"QCOW2UEFI", vm.OVMF, qcow2Disk, formattedOnly},
+	{"QCOW2BIOS", vm.SeaBIOS, qcow2Disk, formattedOnly},
+	{"ISOBIOS", vm.SeaBIOS, func(*testing.T) vm.Option { return vm.WithCDROM(media.iso) }, nil},
+	{"ISOUEFI", vm.OVMF, func(*testing.T) vm.Option { return vm.WithCDROM(media.iso) }, nil},
+	{"ISOUSBBIOS", vm.SeaBIOS, func(*testing.T) vm.Option { return vm.WithUSBDisk(media.iso) }, nil},
+	{"ISOUSBUEFI", vm.OVMF, func(*testing.T) vm.Option { return vm.WithUSBDisk(media.iso) }, nil},
+}
+
+// TestMediaBoot boots every entry of mediaBoots, one subtest each (run
+// one with -run 'TestMediaBoot/RawBIOS'): the firmware's hand-offs
+// (OVMF → systemd-boot; SeaBIOS → syslinux's GPT MBR → syslinux on the
+// ESP for a disk, isolinux for the ISO as CD or as USB stick through its
+// isohybrid MBR), kpaas-init, the entry's own lines, the switch to the
+// root, and the agent's config and ready lines.
+func TestMediaBoot(t *testing.T) {
+	for _, c := range mediaBoots {
+		t.Run(c.name, func(t *testing.T) {
+			vm.Need(t, "qemu-system-x86_64", "cp")
+			buildMedia(t)
+			marks := append(firmwareMarks(c.firmware, c.name), `kpaas-init .*: starting`)
+			marks = append(append(marks, c.marks...), `kpaas-init: switching root`)
+			bootMedia(t, marks, vm.WithFirmware(c.firmware), c.medium(t))
+		})
+	}
+}
+
+// firmwareMarks are the hand-offs f shows for a medium (named ISO… or a disk).
+func firmwareMarks(f vm.Firmware, medium string) []string {
+	switch {
+	case f == vm.OVMF:
+		return ovmfMarks
+	case strings.HasPrefix(medium, "ISO"):
+		return seabiosISO
+	}
+	return seabiosDisk
+}
+
+// biggerRaw is a sparse copy of the raw disk, 1 GiB larger.
+func biggerRaw(t *testing.T) vm.Option {
+	t.Helper()
 	raw := filepath.Join(t.TempDir(), "bigger.raw")
 	if out, err := exec.Command("cp", "--sparse=always", media.raw, raw).CombinedOutput(); err != nil {
 		t.Fatalf("copying the raw disk: %v\n%s", err, out)
@@ -223,10 +277,10 @@ func TestMediaRawUEFI(t *testing.T) {
 	if err := os.Truncate(raw, fi.Size()+1<<30); err != nil {
 		t.Fatal(err)
 	}
-	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: grew KPAAS-STATE \(/dev/vda5\) to 1\.\d GiB`,
-		`kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`},
-		vm.WithFirmware(vm.OVMF), vm.WithDisk(raw, "raw"))
+	return vm.WithDisk(raw, "raw")
 }
+
+func qcow2Disk(*testing.T) vm.Option { return vm.WithDisk(media.qcow2, "qcow2") }
 
 // TestMediaRawGrowOnce boots a writable copy of the raw disk, enlarged
 // by 1 GiB, twice: the first boot grows KPAAS-STATE to the disk's end (sfdisk
@@ -287,62 +341,17 @@ func TestMediaRawGrowOnce(t *testing.T) {
 	v.Expect(agentReady, bootTimeout)
 }
 
-// TestMediaQCOW2UEFI boots the same disk as qcow2 (our converter's) under
-// OVMF.
-func TestMediaQCOW2UEFI(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
-	buildMedia(t)
-	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`},
-		vm.WithFirmware(vm.OVMF), vm.WithDisk(media.qcow2, "qcow2"))
-}
-
-// TestMediaISOBIOS boots the ISO as a CD-ROM under SeaBIOS: isolinux's
-// default (live) entry; kpaas-init finds the ISO by its label and
-// loop-mounts the root and the bundle from it.
-func TestMediaISOBIOS(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
-	buildMedia(t)
-	bootMedia(t, []string{`ISOLINUX`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
-		vm.WithCDROM(media.iso))
-}
-
-// TestMediaISOUEFI boots the ISO as a CD-ROM under OVMF: El Torito's EFI
-// image, systemd-boot's live entry (after its 3 s menu).
-func TestMediaISOUEFI(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
-	buildMedia(t)
-	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
-		vm.WithFirmware(vm.OVMF), vm.WithCDROM(media.iso))
-}
-
-// TestMediaISOUSBBIOS boots the ISO as a USB stick under SeaBIOS: the
-// isohybrid MBR loads isolinux; kpaas-init finds the ISO file system on
-// the whole disk.
-func TestMediaISOUSBBIOS(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
-	buildMedia(t)
-	bootMedia(t, []string{`ISOLINUX`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
-		vm.WithUSBDisk(media.iso))
-}
-
-// TestMediaISOUSBUEFI boots the ISO as a USB stick under OVMF: the
-// firmware boots the EFI partition of the hybrid MBR (the EFI image).
-func TestMediaISOUSBUEFI(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
-	buildMedia(t)
-	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
-		vm.WithFirmware(vm.OVMF), vm.WithUSBDisk(media.iso))
-}
-
 // TestMediaISOInstall installs from the ISO onto an empty disk and boots
 // the disk: an unattended installer ISO (`--install auto`, the same
 // bundle and config) boots under SeaBIOS from CD, kpaas-init picks the
 // only empty disk, writes the ISO's install plan onto it, reads it back,
 // grows KPAAS-STATE to the disk's end and reboots (QEMU runs with
-// -no-reboot, so it exits). The disk then holds the raw image's ESP, root
-// and bundle byte for byte, passes sfdisk --verify, and boots alone under
-// OVMF to the agent. Booting the installer again with that disk in boots
-// the installed system instead of installing twice.
+// -no-reboot, so it exits). The disk then holds the raw image's MBR boot
+// code, ESP, root and bundle byte for byte, passes sfdisk --verify, and
+// boots alone to the agent under SeaBIOS (syslinux; the first boot
+// formats KPAAS-STATE) and then under OVMF (systemd-boot). Booting the
+// installer again with that disk in boots the installed system instead
+// of installing twice.
 func TestMediaISOInstall(t *testing.T) {
 	vm.Need(t, "qemu-system-x86_64", "sfdisk")
 	buildMedia(t)
@@ -383,15 +392,24 @@ func TestMediaISOInstall(t *testing.T) {
 		t.Errorf("sfdisk --verify of the installed disk: %v\n%s", err, out)
 	}
 	sameRegions(t, media.raw, target, "EFI", "KPAAS-ROOT-A", "KPAAS-BUNDLE")
+	sameMBRCode(t, media.raw, target)
 
-	// the installed disk alone, under UEFI
-	v = vm.Start(t, vm.WithFirmware(vm.OVMF), vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw"))
-	for _, m := range []string{`BdsDxe: starting`, `kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`, agentConfig} {
-		v.Expect(m, bootTimeout)
+	// the installed disk alone, under BIOS, then under UEFI
+	for _, b := range []struct {
+		firmware vm.Firmware
+		marks    []string
+	}{
+		{vm.SeaBIOS, append(seabiosDisk, formattedOnly...)},
+		{vm.OVMF, ovmfMarks},
+	} {
+		v = vm.Start(t, vm.WithFirmware(b.firmware), vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw"))
+		for _, m := range append(b.marks, `kpaas-init: switching root`, agentConfig) {
+			v.Expect(m, bootTimeout)
+		}
+		_, at = v.Expect(agentReady, bootTimeout)
+		t.Logf("the installed disk under %s: agent ready after %.1fs", b.firmware, at.Seconds())
+		v.Stop()
 	}
-	_, at = v.Expect(agentReady, bootTimeout)
-	t.Logf("the installed disk: agent ready after %.1fs", at.Seconds())
-	v.Stop()
 
 	// the installer again, with the installed disk in
 	v = vm.Start(t, vm.WithCDROM(iso), writable)
@@ -440,6 +458,26 @@ func sameRegions(t *testing.T, want, got string, names ...string) {
 		if !found {
 			t.Errorf("%s has no partition %s", want, name)
 		}
+	}
+}
+
+// sameMBRCode compares the MBR boot code (the first 440 bytes) of two disks.
+func sameMBRCode(t *testing.T, want, got string) {
+	t.Helper()
+	var code [2][440]byte
+	for i, p := range []string{want, got} {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.ReadAt(code[i][:], 0)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code[0] != code[1] {
+		t.Error("the installed disk's MBR boot code differs from the raw image's")
 	}
 }
 
