@@ -37,11 +37,13 @@ func newImageBuildCmd(s *streams) *cobra.Command {
 image's layers plus the bundle's node files (each file with a target, e.g.
 kubelet at /usr/local/bin/kubelet), and writes each format:
 
-  OUT.raw    GPT disk: EFI (systemd-boot, kernel, initramfs, --config),
-             KPAAS-ROOT-A (root squashfs), KPAAS-ROOT-B (empty, A/B updates),
-             KPAAS-BUNDLE (the bundle), KPAAS-STATE (formatted on first boot)
+  OUT.raw    GPT disk, boots under legacy BIOS and UEFI: EFI (systemd-boot,
+             syslinux, kernel, initramfs, --config), KPAAS-ROOT-A (root
+             squashfs), KPAAS-ROOT-B (empty, A/B updates), KPAAS-BUNDLE (the
+             bundle), KPAAS-STATE (formatted on first boot)
   OUT.qcow2  the same disk as qcow2
-  OUT.iso    hybrid ISO (BIOS + UEFI, CD or USB stick), label KPAAS
+  OUT.iso    hybrid ISO (legacy BIOS + UEFI, CD or USB stick), label KPAAS;
+             its install entry writes the raw disk
 
 The OS image's layers and the node files' blobs are left out of KPAAS-BUNDLE
 (the root squashfs holds their content) unless --keep-os-layers. Nothing is
