@@ -342,22 +342,22 @@ func TestMediaRawGrowOnce(t *testing.T) {
 }
 
 // TestMediaISOInstall installs from the ISO onto an empty disk and boots
-// the disk: an unattended installer ISO (`--install auto`, the same
-// bundle and config) boots under SeaBIOS from CD, kpaas-init picks the
+// the disk, once with the installer booted under SeaBIOS (from CD:
+// isolinux) and once under OVMF (systemd-boot): an unattended installer
+// ISO (`--install auto`, the same bundle and config), kpaas-init picks the
 // only empty disk, writes the ISO's install plan onto it, reads it back,
 // grows KPAAS-STATE to the disk's end and reboots (QEMU runs with
 // -no-reboot, so it exits). The disk then holds the raw image's MBR boot
 // code, ESP, root and bundle byte for byte, passes sfdisk --verify, and
-// boots alone to the agent under SeaBIOS (syslinux; the first boot
-// formats KPAAS-STATE) and then under OVMF (systemd-boot). Booting the
-// installer again with that disk in boots the installed system instead
-// of installing twice.
+// boots alone to the agent under the installer's firmware (the first boot
+// formats KPAAS-STATE) and then under the other one: SeaBIOS → syslinux,
+// OVMF → systemd-boot. Booting the installer again (under SeaBIOS) with
+// that disk in boots the installed system instead of installing twice.
 func TestMediaISOInstall(t *testing.T) {
 	vm.Need(t, "qemu-system-x86_64", "sfdisk")
 	buildMedia(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	sum, err := image.Build(ctx, image.Options{Bundle: media.bundle, Out: filepath.Join(dir, "installer"), Config: media.config,
+	sum, err := image.Build(ctx, image.Options{Bundle: media.bundle, Out: filepath.Join(t.TempDir(), "installer"), Config: media.config,
 		Formats: []disk.Format{disk.ISO}, Install: "auto", Progress: progress.New(testWriter{t})})
 	if err != nil {
 		t.Fatalf("image build --install auto: %v", err)
@@ -365,57 +365,71 @@ func TestMediaISOInstall(t *testing.T) {
 	iso, plan := sum.Outputs[0].Path, sum.Outputs[0].Install
 	t.Logf("installer ISO %d MiB; its plan writes %d MiB onto a disk of at least %d MiB", sum.Outputs[0].Size>>20, plan.Bytes>>20, plan.DiskSize>>20)
 
-	// an empty disk, 1 GiB larger than the image
-	target := filepath.Join(dir, "target.raw")
-	size := plan.DiskSize + 1<<30
-	if err := os.WriteFile(target, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(target, size); err != nil {
-		t.Fatal(err)
-	}
-	writable := vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw", "-boot", "order=d")
-
-	v := vm.Start(t, vm.WithCDROM(iso), writable)
-	v.Expect(`ISOLINUX`, bootTimeout)
-	v.Expect(`kpaas-init: install: writing [\d.]+ [MG]iB onto /dev/vda`, bootTimeout)
-	v.Expect(`kpaas-init: install: verifying 100%`, bootTimeout)
-	v.Expect(`kpaas-init: install: KPAAS-STATE spans 1\.\d GiB to the end of /dev/vda`, bootTimeout)
-	_, at := v.Expect(`kpaas-init: install: /dev/vda installed and verified \(disk `+plan.DiskGUID+`\); rebooting`, bootTimeout)
-	if err := v.Exited(time.Minute); err != nil {
-		t.Fatalf("QEMU after the installer's reboot: %v", err)
-	}
-	t.Logf("installed after %.1fs", at.Seconds())
-
-	out, err := exec.Command("sfdisk", "--verify", target).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "No errors detected") {
-		t.Errorf("sfdisk --verify of the installed disk: %v\n%s", err, out)
-	}
-	sameRegions(t, media.raw, target, "EFI", "KPAAS-ROOT-A", "KPAAS-BUNDLE")
-	sameMBRCode(t, media.raw, target)
-
-	// the installed disk alone, under BIOS, then under UEFI
-	for _, b := range []struct {
-		firmware vm.Firmware
-		marks    []string
+	diskBoot := map[vm.Firmware][]string{vm.SeaBIOS: seabiosDisk, vm.OVMF: ovmfMarks}
+	for _, c := range []struct {
+		name            string
+		installer, then vm.Firmware
+		isoMark         string
 	}{
-		{vm.SeaBIOS, append(seabiosDisk, formattedOnly...)},
-		{vm.OVMF, ovmfMarks},
+		{"FromSeaBIOS", vm.SeaBIOS, vm.OVMF, `ISOLINUX`},
+		{"FromOVMF", vm.OVMF, vm.SeaBIOS, `BdsDxe: starting`},
 	} {
-		v = vm.Start(t, vm.WithFirmware(b.firmware), vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw"))
-		for _, m := range append(b.marks, `kpaas-init: switching root`, agentConfig) {
-			v.Expect(m, bootTimeout)
-		}
-		_, at = v.Expect(agentReady, bootTimeout)
-		t.Logf("the installed disk under %s: agent ready after %.1fs", b.firmware, at.Seconds())
-		v.Stop()
-	}
+		t.Run(c.name, func(t *testing.T) {
+			// an empty disk, 1 GiB larger than the image
+			target := filepath.Join(t.TempDir(), "target.raw")
+			size := plan.DiskSize + 1<<30
+			if err := os.WriteFile(target, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(target, size); err != nil {
+				t.Fatal(err)
+			}
+			writable := vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw", "-boot", "order=d")
 
-	// the installer again, with the installed disk in
-	v = vm.Start(t, vm.WithCDROM(iso), writable)
-	v.Expect(`kpaas-init: install: /dev/vda carries this installation already`, bootTimeout)
-	v.Expect(`kpaas-init: switching root`, bootTimeout)
-	v.Expect(agentReady, bootTimeout)
+			v := vm.Start(t, vm.WithFirmware(c.installer), vm.WithCDROM(iso), writable)
+			v.Expect(c.isoMark, bootTimeout)
+			v.Expect(`kpaas-init: install: writing [\d.]+ [MG]iB onto /dev/vda`, bootTimeout)
+			v.Expect(`kpaas-init: install: verifying 100%`, bootTimeout)
+			v.Expect(`kpaas-init: install: KPAAS-STATE spans 1\.\d GiB to the end of /dev/vda`, bootTimeout)
+			_, at := v.Expect(`kpaas-init: install: /dev/vda installed and verified \(disk `+plan.DiskGUID+`\); rebooting`, bootTimeout)
+			if err := v.Exited(time.Minute); err != nil {
+				t.Fatalf("QEMU after the installer's reboot: %v", err)
+			}
+			t.Logf("installed under %s after %.1fs", c.installer, at.Seconds())
+
+			out, err := exec.Command("sfdisk", "--verify", target).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "No errors detected") {
+				t.Errorf("sfdisk --verify of the installed disk: %v\n%s", err, out)
+			}
+			sameRegions(t, media.raw, target, "EFI", "KPAAS-ROOT-A", "KPAAS-BUNDLE")
+			sameMBRCode(t, media.raw, target)
+
+			// the installed disk alone: under the installer's firmware
+			// (its first boot formats the state), then under the other
+			for i, fw := range []vm.Firmware{c.installer, c.then} {
+				marks := diskBoot[fw]
+				if i == 0 {
+					marks = append(marks, formattedOnly...)
+				}
+				v = vm.Start(t, vm.WithFirmware(fw), vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw"))
+				for _, m := range append(marks, `kpaas-init: switching root`, agentConfig) {
+					v.Expect(m, bootTimeout)
+				}
+				_, at = v.Expect(agentReady, bootTimeout)
+				t.Logf("the disk installed under %s, booted under %s: agent ready after %.1fs", c.installer, fw, at.Seconds())
+				v.Stop()
+			}
+
+			if c.installer != vm.SeaBIOS {
+				return
+			}
+			// the installer again, with the installed disk in
+			v = vm.Start(t, vm.WithCDROM(iso), writable)
+			v.Expect(`kpaas-init: install: /dev/vda carries this installation already`, bootTimeout)
+			v.Expect(`kpaas-init: switching root`, bootTimeout)
+			v.Expect(agentReady, bootTimeout)
+		})
+	}
 }
 
 // sameRegions compares the named GPT partitions' used bytes of two disks
