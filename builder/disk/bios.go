@@ -228,11 +228,11 @@ func eachLine(s Source, fn func(key, value string)) error {
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		key, value, _ := strings.Cut(line, " ")
-		if k, v, ok := strings.Cut(line, "\t"); ok && len(k) < len(key) {
-			key, value = k, v
+		key, value := line, ""
+		if i := strings.IndexAny(line, " \t"); i >= 0 {
+			key, value = line[:i], strings.TrimSpace(line[i+1:])
 		}
-		fn(key, strings.TrimSpace(value))
+		fn(key, value)
 	}
 	return sc.Err()
 }

@@ -193,3 +193,48 @@ label kpaas
 		t.Error("an entry without linux: no error")
 	}
 }
+
+// TestFileSectors reads files back through fatfix.FileSectors, on FAT32
+// and on FAT16 (whose root is a fixed region), and its errors.
+func TestFileSectors(t *testing.T) {
+	big := randomBytes(7, 100<<10+123)
+	files := map[string]Source{
+		"/syslinux/ldlinux.sys": FromBytes(big),
+		"/small.txt":            FromBytes([]byte("small")),
+		"/a/b/c.bin":            FromBytes(randomBytes(8, 5000)),
+	}
+	for _, kind := range []fatKind{fat32Kind, fat16Kind} {
+		f, err := os.Create(filepath.Join(t.TempDir(), "fat.img"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		const start, size = 4096, 40 << 20
+		if err := f.Truncate(start + size); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeFAT(f, start, size, kind, "T", files, fixedTime, 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		for p, src := range files {
+			sectors, n, err := fatfix.FileSectors(f, start, strings.ToUpper(p))
+			if err != nil {
+				t.Fatalf("kind %d: %v", kind, err)
+			}
+			var got []byte
+			for _, s := range sectors {
+				b := make([]byte, 512)
+				f.ReadAt(b, start+int64(s)*512)
+				got = append(got, b...)
+			}
+			if int(n) != len(src.data) || !bytes.Equal(got[:n], src.data) {
+				t.Errorf("kind %d, %s: %d bytes read back through %d sectors differ", kind, p, n, len(sectors))
+			}
+		}
+		for _, bad := range []string{"/missing.sys", "/syslinux", "/small.txt/x", "/longer-than-8.sys"} {
+			if _, _, err := fatfix.FileSectors(f, start, bad); err == nil {
+				t.Errorf("kind %d, %s: no error", kind, bad)
+			}
+		}
+		f.Close()
+	}
+}

@@ -134,16 +134,10 @@ func readInstaller(f *elf.File) (*Core, error) {
 	if _, err := elf.NewFile(bytes.NewReader(h[:c32Len])); err != nil {
 		return nil, fmt.Errorf("ldlinux.c32: %w", err)
 	}
-	// ldlinux.sys's length: what the installer says, up to the alignment
-	// padding before ldlinux.c32
-	sysLen := -1
-	for n := c32 - sys; n > c32-sys-64 && n > 0; n-- {
-		if lengths[uint32(n)] {
-			sysLen = n
-			break
-		}
-	}
-	if sysLen < 0 || sysLen%sectorSize != 0 {
+	// ldlinux.sys's length: whole sectors up to the alignment padding
+	// before ldlinux.c32, as the installer says
+	sysLen := (c32 - sys) &^ (sectorSize - 1)
+	if sysLen == 0 || c32-sys-sysLen >= 64 || !lengths[uint32(sysLen)] {
 		return nil, errors.New("cannot tell ldlinux.sys's length (want a whole number of sectors)")
 	}
 	return &Core{
@@ -203,9 +197,14 @@ func (c *Core) Install(fsBoot []byte, partLBA uint32, sectors []uint64, dir stri
 		return nil, nil, errors.New("ldlinux.sys has no patch area")
 	}
 	epa := int(le.Uint16(sys[pa+22:]))
-	field := func(off int) int { return int(le.Uint16(sys[epa+off:])) }
 	if epa+20 > len(sys) {
 		return nil, nil, errors.New("ldlinux.sys: extended patch area out of range")
+	}
+	field := func(off int) int { return int(le.Uint16(sys[epa+off:])) }
+	for _, r := range [][2]int{{field(0), 16}, {field(2), field(4)}, {field(10), 10 * field(12)}} {
+		if r[0]+r[1] > len(sys) {
+			return nil, nil, errors.New("ldlinux.sys: patch field out of range")
+		}
 	}
 	// the first sector's address goes into the boot sector
 	p0, p1 := field(14), field(16)
@@ -223,7 +222,7 @@ func (c *Core) Install(fsBoot []byte, partLBA uint32, sectors []uint64, dir stri
 
 	// the other sectors as extents
 	ext, n := field(10), field(12)
-	if err := extents(sys[ext:min(ext+10*n, len(sys))], n, rest[:len(rest)-2]); err != nil {
+	if err := extents(sys[ext:ext+10*n], n, rest[:len(rest)-2]); err != nil {
 		return nil, nil, err
 	}
 	adv := field(0)
