@@ -13,8 +13,10 @@
 #                               skopeo, openssl and GNU tar as independent
 #                               peers and checkers; sfdisk, fsck.vfat, mtools,
 #                               unsquashfs, qemu-img and xorriso to check the
-#                               disk images we write; isolinux/syslinux, whose
-#                               boot files the ISO writer reads; mmdebstrap and
+#                               disk images we write; isolinux/syslinux-common,
+#                               whose boot files the ISO writer reads, and
+#                               syslinux, whose installer holds the raw
+#                               disk's BIOS boot core; mmdebstrap and
 #                               friends for `kpaas os build`; QEMU and OVMF for
 #                               qemu-tests/
 #
@@ -22,10 +24,10 @@
 # something is missing, names the packages and the command, and fails.
 set -euo pipefail
 demo=(gcc libc6-dev libseccomp-dev pkg-config binutils
-      mmdebstrap systemd-boot-efi kmod xz-utils e2fsprogs isolinux syslinux-common)
+      mmdebstrap systemd-boot-efi kmod xz-utils e2fsprogs isolinux syslinux-common syslinux)
 cluster=("${demo[@]}" qemu-system-x86 ovmf qemu-utils)
 all=("${demo[@]}" skopeo openssl tar time
-     fdisk dosfstools mtools squashfs-tools qemu-utils xorriso isolinux syslinux-common cpio
+     fdisk dosfstools mtools squashfs-tools qemu-utils xorriso isolinux syslinux-common syslinux cpio
      mmdebstrap systemd-boot-efi kmod xz-utils e2fsprogs qemu-system-x86 ovmf)
 case "${1:-all}" in
   demo) pkgs=("${demo[@]}") ;;

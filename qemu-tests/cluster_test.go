@@ -192,6 +192,22 @@ func checkNodesReady(t *testing.T, c *cluster.Cluster) {
 		}
 		return true
 	}, "get", "nodes", "-o", "json")
+	// No node has a route out (the agent's status on each Node says).
+	out, err := c.Kubectl("", "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}{"\t"}{.metadata.annotations.kpaas\.dev/agent-status}{"\n"}{end}`)
+	if err != nil {
+		t.Fatalf("kubectl get nodes: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		name, status, _ := strings.Cut(line, "\t")
+		var st struct {
+			DefaultRoute *string `json:"defaultRoute"`
+		}
+		if err := json.Unmarshal([]byte(status), &st); err != nil || st.DefaultRoute == nil {
+			t.Errorf("node %s: no agent status (%v): %q", name, err, status)
+		} else if *st.DefaultRoute != "" {
+			t.Errorf("node %s has a route out: %s", name, *st.DefaultRoute)
+		}
+	}
 }
 
 // checkWorkload runs hello on server (behind a Service) and its probe on

@@ -205,13 +205,67 @@ func bootMedia(t *testing.T, marks []string, opts ...vm.Option) time.Duration {
 	return at
 }
 
-// TestMediaRawUEFI boots the raw disk, enlarged by 1 GiB as when written
-// to a bigger disk, under OVMF: systemd-boot from the ESP, kernel and
-// initramfs, kpaas-init grows KPAAS-STATE to the disk's end, formats it and
-// mounts the root and bundle partitions, systemd starts the agent.
-func TestMediaRawUEFI(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64", "cp")
-	buildMedia(t)
+// Hand-offs on the console before kpaas-init, per firmware and medium.
+var (
+	ovmfMarks     = []string{`BdsDxe: starting`}
+	seabiosDisk   = []string{`Booting from Hard Disk`, `SYSLINUX 6`} // gptmbr.bin → syslinux on the ESP
+	seabiosISO    = []string{`ISOLINUX`}
+	grownAndMade  = []string{`kpaas-init: grew KPAAS-STATE \(/dev/vda5\) to 1\.\d GiB`, `kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`}
+	formattedOnly = []string{`kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`}
+)
+
+// mediaBoots is the media tests' table: each medium of `kpaas image
+// build` under each firmware it is made for, booted to the agent's ready
+// line. The raw disk is a copy enlarged by 1 GiB, as when written to a
+// bigger disk (kpaas-init grows KPAAS-STATE to the disk's end).
+var mediaBoots = []struct {
+	name     string
+	firmware vm.Firmware
+	medium   func(t *testing.T) vm.Option
+	marks    []string // after the firmware's hand-offs and kpaas-init's start
+}{
+	{"RawUEFI", vm.OVMF, biggerRaw, grownAndMade},
+	{"RawBIOS", vm.SeaBIOS, biggerRaw, grownAndMade},
+	{"QCOW2UEFI", vm.OVMF, qcow2Disk, formattedOnly},
+	{"QCOW2BIOS", vm.SeaBIOS, qcow2Disk, formattedOnly},
+	{"ISOBIOS", vm.SeaBIOS, func(*testing.T) vm.Option { return vm.WithCDROM(media.iso) }, nil},
+	{"ISOUEFI", vm.OVMF, func(*testing.T) vm.Option { return vm.WithCDROM(media.iso) }, nil},
+	{"ISOUSBBIOS", vm.SeaBIOS, func(*testing.T) vm.Option { return vm.WithUSBDisk(media.iso) }, nil},
+	{"ISOUSBUEFI", vm.OVMF, func(*testing.T) vm.Option { return vm.WithUSBDisk(media.iso) }, nil},
+}
+
+// TestMediaBoot boots every entry of mediaBoots, one subtest each (run
+// one with -run 'TestMediaBoot/RawBIOS'): the firmware's hand-offs
+// (OVMF → systemd-boot; SeaBIOS → syslinux's GPT MBR → syslinux on the
+// ESP for a disk, isolinux for the ISO as CD or as USB stick through its
+// isohybrid MBR), kpaas-init, the entry's own lines, the switch to the
+// root, and the agent's config and ready lines.
+func TestMediaBoot(t *testing.T) {
+	for _, c := range mediaBoots {
+		t.Run(c.name, func(t *testing.T) {
+			vm.Need(t, "qemu-system-x86_64", "cp")
+			buildMedia(t)
+			marks := append(firmwareMarks(c.firmware, c.name), `kpaas-init .*: starting`)
+			marks = append(append(marks, c.marks...), `kpaas-init: switching root`)
+			bootMedia(t, marks, vm.WithFirmware(c.firmware), c.medium(t))
+		})
+	}
+}
+
+// firmwareMarks are the hand-offs f shows for a medium (named ISO… or a disk).
+func firmwareMarks(f vm.Firmware, medium string) []string {
+	switch {
+	case f == vm.OVMF:
+		return ovmfMarks
+	case strings.HasPrefix(medium, "ISO"):
+		return seabiosISO
+	}
+	return seabiosDisk
+}
+
+// biggerRaw is a sparse copy of the raw disk, 1 GiB larger.
+func biggerRaw(t *testing.T) vm.Option {
+	t.Helper()
 	raw := filepath.Join(t.TempDir(), "bigger.raw")
 	if out, err := exec.Command("cp", "--sparse=always", media.raw, raw).CombinedOutput(); err != nil {
 		t.Fatalf("copying the raw disk: %v\n%s", err, out)
@@ -223,10 +277,10 @@ func TestMediaRawUEFI(t *testing.T) {
 	if err := os.Truncate(raw, fi.Size()+1<<30); err != nil {
 		t.Fatal(err)
 	}
-	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: grew KPAAS-STATE \(/dev/vda5\) to 1\.\d GiB`,
-		`kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`},
-		vm.WithFirmware(vm.OVMF), vm.WithDisk(raw, "raw"))
+	return vm.WithDisk(raw, "raw")
 }
+
+func qcow2Disk(*testing.T) vm.Option { return vm.WithDisk(media.qcow2, "qcow2") }
 
 // TestMediaRawGrowOnce boots a writable copy of the raw disk, enlarged
 // by 1 GiB, twice: the first boot grows KPAAS-STATE to the disk's end (sfdisk
@@ -287,68 +341,23 @@ func TestMediaRawGrowOnce(t *testing.T) {
 	v.Expect(agentReady, bootTimeout)
 }
 
-// TestMediaQCOW2UEFI boots the same disk as qcow2 (our converter's) under
-// OVMF.
-func TestMediaQCOW2UEFI(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
-	buildMedia(t)
-	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`},
-		vm.WithFirmware(vm.OVMF), vm.WithDisk(media.qcow2, "qcow2"))
-}
-
-// TestMediaISOBIOS boots the ISO as a CD-ROM under SeaBIOS: isolinux's
-// default (live) entry; kpaas-init finds the ISO by its label and
-// loop-mounts the root and the bundle from it.
-func TestMediaISOBIOS(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
-	buildMedia(t)
-	bootMedia(t, []string{`ISOLINUX`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
-		vm.WithCDROM(media.iso))
-}
-
-// TestMediaISOUEFI boots the ISO as a CD-ROM under OVMF: El Torito's EFI
-// image, systemd-boot's live entry (after its 3 s menu).
-func TestMediaISOUEFI(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
-	buildMedia(t)
-	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
-		vm.WithFirmware(vm.OVMF), vm.WithCDROM(media.iso))
-}
-
-// TestMediaISOUSBBIOS boots the ISO as a USB stick under SeaBIOS: the
-// isohybrid MBR loads isolinux; kpaas-init finds the ISO file system on
-// the whole disk.
-func TestMediaISOUSBBIOS(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
-	buildMedia(t)
-	bootMedia(t, []string{`ISOLINUX`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
-		vm.WithUSBDisk(media.iso))
-}
-
-// TestMediaISOUSBUEFI boots the ISO as a USB stick under OVMF: the
-// firmware boots the EFI partition of the hybrid MBR (the EFI image).
-func TestMediaISOUSBUEFI(t *testing.T) {
-	vm.Need(t, "qemu-system-x86_64")
-	buildMedia(t)
-	bootMedia(t, []string{`BdsDxe: starting`, `kpaas-init .*: starting`, `kpaas-init: switching root`},
-		vm.WithFirmware(vm.OVMF), vm.WithUSBDisk(media.iso))
-}
-
 // TestMediaISOInstall installs from the ISO onto an empty disk and boots
-// the disk: an unattended installer ISO (`--install auto`, the same
-// bundle and config) boots under SeaBIOS from CD, kpaas-init picks the
+// the disk, once with the installer booted under SeaBIOS (from CD:
+// isolinux) and once under OVMF (systemd-boot): an unattended installer
+// ISO (`--install auto`, the same bundle and config), kpaas-init picks the
 // only empty disk, writes the ISO's install plan onto it, reads it back,
 // grows KPAAS-STATE to the disk's end and reboots (QEMU runs with
-// -no-reboot, so it exits). The disk then holds the raw image's ESP, root
-// and bundle byte for byte, passes sfdisk --verify, and boots alone under
-// OVMF to the agent. Booting the installer again with that disk in boots
-// the installed system instead of installing twice.
+// -no-reboot, so it exits). The disk then holds the raw image's MBR boot
+// code, ESP, root and bundle byte for byte, passes sfdisk --verify, and
+// boots alone to the agent under the installer's firmware (the first boot
+// formats KPAAS-STATE) and then under the other one: SeaBIOS → syslinux,
+// OVMF → systemd-boot. Booting the installer again (under SeaBIOS) with
+// that disk in boots the installed system instead of installing twice.
 func TestMediaISOInstall(t *testing.T) {
 	vm.Need(t, "qemu-system-x86_64", "sfdisk")
 	buildMedia(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	sum, err := image.Build(ctx, image.Options{Bundle: media.bundle, Out: filepath.Join(dir, "installer"), Config: media.config,
+	sum, err := image.Build(ctx, image.Options{Bundle: media.bundle, Out: filepath.Join(t.TempDir(), "installer"), Config: media.config,
 		Formats: []disk.Format{disk.ISO}, Install: "auto", Progress: progress.New(testWriter{t})})
 	if err != nil {
 		t.Fatalf("image build --install auto: %v", err)
@@ -356,48 +365,71 @@ func TestMediaISOInstall(t *testing.T) {
 	iso, plan := sum.Outputs[0].Path, sum.Outputs[0].Install
 	t.Logf("installer ISO %d MiB; its plan writes %d MiB onto a disk of at least %d MiB", sum.Outputs[0].Size>>20, plan.Bytes>>20, plan.DiskSize>>20)
 
-	// an empty disk, 1 GiB larger than the image
-	target := filepath.Join(dir, "target.raw")
-	size := plan.DiskSize + 1<<30
-	if err := os.WriteFile(target, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(target, size); err != nil {
-		t.Fatal(err)
-	}
-	writable := vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw", "-boot", "order=d")
+	diskBoot := map[vm.Firmware][]string{vm.SeaBIOS: seabiosDisk, vm.OVMF: ovmfMarks}
+	for _, c := range []struct {
+		name            string
+		installer, then vm.Firmware
+		isoMark         string
+	}{
+		{"FromSeaBIOS", vm.SeaBIOS, vm.OVMF, `ISOLINUX`},
+		{"FromOVMF", vm.OVMF, vm.SeaBIOS, `BdsDxe: starting`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// an empty disk, 1 GiB larger than the image
+			target := filepath.Join(t.TempDir(), "target.raw")
+			size := plan.DiskSize + 1<<30
+			if err := os.WriteFile(target, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(target, size); err != nil {
+				t.Fatal(err)
+			}
+			writable := vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw", "-boot", "order=d")
 
-	v := vm.Start(t, vm.WithCDROM(iso), writable)
-	v.Expect(`ISOLINUX`, bootTimeout)
-	v.Expect(`kpaas-init: install: writing [\d.]+ [MG]iB onto /dev/vda`, bootTimeout)
-	v.Expect(`kpaas-init: install: verifying 100%`, bootTimeout)
-	v.Expect(`kpaas-init: install: KPAAS-STATE spans 1\.\d GiB to the end of /dev/vda`, bootTimeout)
-	_, at := v.Expect(`kpaas-init: install: /dev/vda installed and verified \(disk `+plan.DiskGUID+`\); rebooting`, bootTimeout)
-	if err := v.Exited(time.Minute); err != nil {
-		t.Fatalf("QEMU after the installer's reboot: %v", err)
-	}
-	t.Logf("installed after %.1fs", at.Seconds())
+			v := vm.Start(t, vm.WithFirmware(c.installer), vm.WithCDROM(iso), writable)
+			v.Expect(c.isoMark, bootTimeout)
+			v.Expect(`kpaas-init: install: writing [\d.]+ [MG]iB onto /dev/vda`, bootTimeout)
+			v.Expect(`kpaas-init: install: verifying 100%`, bootTimeout)
+			v.Expect(`kpaas-init: install: KPAAS-STATE spans 1\.\d GiB to the end of /dev/vda`, bootTimeout)
+			_, at := v.Expect(`kpaas-init: install: /dev/vda installed and verified \(disk `+plan.DiskGUID+`\); rebooting`, bootTimeout)
+			if err := v.Exited(time.Minute); err != nil {
+				t.Fatalf("QEMU after the installer's reboot: %v", err)
+			}
+			t.Logf("installed under %s after %.1fs", c.installer, at.Seconds())
 
-	out, err := exec.Command("sfdisk", "--verify", target).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "No errors detected") {
-		t.Errorf("sfdisk --verify of the installed disk: %v\n%s", err, out)
-	}
-	sameRegions(t, media.raw, target, "EFI", "KPAAS-ROOT-A", "KPAAS-BUNDLE")
+			out, err := exec.Command("sfdisk", "--verify", target).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "No errors detected") {
+				t.Errorf("sfdisk --verify of the installed disk: %v\n%s", err, out)
+			}
+			sameRegions(t, media.raw, target, "EFI", "KPAAS-ROOT-A", "KPAAS-BUNDLE")
+			sameMBRCode(t, media.raw, target)
 
-	// the installed disk alone, under UEFI
-	v = vm.Start(t, vm.WithFirmware(vm.OVMF), vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw"))
-	for _, m := range []string{`BdsDxe: starting`, `kpaas-init: formatting /dev/vda5 as ext4 \(KPAAS-STATE\)`, `kpaas-init: switching root`, agentConfig} {
-		v.Expect(m, bootTimeout)
-	}
-	_, at = v.Expect(agentReady, bootTimeout)
-	t.Logf("the installed disk: agent ready after %.1fs", at.Seconds())
-	v.Stop()
+			// the installed disk alone: under the installer's firmware
+			// (its first boot formats the state), then under the other
+			for i, fw := range []vm.Firmware{c.installer, c.then} {
+				marks := diskBoot[fw]
+				if i == 0 {
+					marks = append(marks, formattedOnly...)
+				}
+				v = vm.Start(t, vm.WithFirmware(fw), vm.WithArgs("-drive", "file="+target+",if=virtio,format=raw"))
+				for _, m := range append(marks, `kpaas-init: switching root`, agentConfig) {
+					v.Expect(m, bootTimeout)
+				}
+				_, at = v.Expect(agentReady, bootTimeout)
+				t.Logf("the disk installed under %s, booted under %s: agent ready after %.1fs", c.installer, fw, at.Seconds())
+				v.Stop()
+			}
 
-	// the installer again, with the installed disk in
-	v = vm.Start(t, vm.WithCDROM(iso), writable)
-	v.Expect(`kpaas-init: install: /dev/vda carries this installation already`, bootTimeout)
-	v.Expect(`kpaas-init: switching root`, bootTimeout)
-	v.Expect(agentReady, bootTimeout)
+			if c.installer != vm.SeaBIOS {
+				return
+			}
+			// the installer again, with the installed disk in
+			v = vm.Start(t, vm.WithCDROM(iso), writable)
+			v.Expect(`kpaas-init: install: /dev/vda carries this installation already`, bootTimeout)
+			v.Expect(`kpaas-init: switching root`, bootTimeout)
+			v.Expect(agentReady, bootTimeout)
+		})
+	}
 }
 
 // sameRegions compares the named GPT partitions' used bytes of two disks
@@ -440,6 +472,26 @@ func sameRegions(t *testing.T, want, got string, names ...string) {
 		if !found {
 			t.Errorf("%s has no partition %s", want, name)
 		}
+	}
+}
+
+// sameMBRCode compares the MBR boot code (the first 440 bytes) of two disks.
+func sameMBRCode(t *testing.T, want, got string) {
+	t.Helper()
+	var code [2][440]byte
+	for i, p := range []string{want, got} {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.ReadAt(code[i][:], 0)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code[0] != code[1] {
+		t.Error("the installed disk's MBR boot code differs from the raw image's")
 	}
 }
 

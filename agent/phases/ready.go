@@ -37,6 +37,9 @@ type NodeStatus struct {
 	Updated time.Time     `json:"updated"`
 	// SincePowerOn is the machine's uptime when the agent finished.
 	SincePowerOn float64 `json:"sincePowerOnSeconds"`
+	// DefaultRoute is the node's default route ("" when it has none: on a
+	// closed network, nothing leaves the node's networks).
+	DefaultRoute string `json:"defaultRoute"`
 }
 
 // PhaseStatus is one phase in a NodeStatus.
@@ -64,6 +67,9 @@ func ready() Phase {
 		},
 		Run: func(ctx context.Context, e *Env) error {
 			st := e.nodeStatus()
+			if out, err := e.Host.Run(ctx, "ip", "-4", "route", "show", "default"); err == nil {
+				st.DefaultRoute = strings.TrimSpace(string(out))
+			}
 			b, err := json.Marshal(st)
 			if err != nil {
 				return err

@@ -38,11 +38,13 @@ func newImageBuildCmd(s *streams) *cobra.Command {
 image's layers plus the bundle's node files (each file with a target, e.g.
 kubelet at /usr/local/bin/kubelet), and writes each format:
 
-  OUT.raw    GPT disk: EFI (systemd-boot, kernel, initramfs, --config),
-             KPAAS-ROOT-A (root squashfs), KPAAS-ROOT-B (empty, A/B updates),
-             KPAAS-BUNDLE (the bundle), KPAAS-STATE (formatted on first boot)
+  OUT.raw    GPT disk, boots under legacy BIOS and UEFI: EFI (systemd-boot,
+             syslinux, kernel, initramfs, --config), KPAAS-ROOT-A (root
+             squashfs), KPAAS-ROOT-B (empty, A/B updates), KPAAS-BUNDLE (the
+             bundle), KPAAS-STATE (formatted on first boot)
   OUT.qcow2  the same disk as qcow2
-  OUT.iso    hybrid ISO (BIOS + UEFI, CD or USB stick), label KPAAS
+  OUT.iso    hybrid ISO (legacy BIOS + UEFI, CD or USB stick), label KPAAS;
+             its install entry writes the raw disk
 
 The OS image's layers and the node files' blobs are left out of KPAAS-BUNDLE
 (the root squashfs holds their content) unless --keep-os-layers. Nothing is
@@ -136,7 +138,8 @@ func printImageSummary(s *streams, sum *image.Summary) {
 			len(sum.BundleOmitted)-files, files, progress.Bytes(sum.OmittedBytes))
 	}
 	for _, o := range sum.Outputs {
-		fmt.Fprintf(s.out, "%s: %s, %s on disk, %s\n", o.Path, progress.Bytes(o.Size), progress.Bytes(o.Allocated), o.Duration.Round(time.Millisecond))
+		fmt.Fprintf(s.out, "%s: %s, %s on disk, %s; boots under %s\n", o.Path, progress.Bytes(o.Size), progress.Bytes(o.Allocated),
+			o.Duration.Round(time.Millisecond), firmware(o.Firmware))
 		for _, p := range o.Partitions {
 			fs := p.Filesystem
 			if fs == "" {
@@ -150,4 +153,17 @@ func printImageSummary(s *streams, sum *image.Summary) {
 		}
 	}
 	fmt.Fprintf(s.out, "done in %s\n", sum.Duration.Round(time.Millisecond))
+}
+
+// firmware names the firmware an output boots under: "legacy BIOS and UEFI".
+func firmware(fw []disk.Firmware) string {
+	names := map[disk.Firmware]string{disk.BIOS: "legacy BIOS", disk.UEFI: "UEFI"}
+	var out []string
+	for _, f := range fw {
+		out = append(out, names[f])
+	}
+	if len(out) == 0 {
+		return "?"
+	}
+	return strings.Join(out, " and ")
 }

@@ -12,11 +12,16 @@
 //
 // The raw disk (docs/media.md has the picture):
 //
-//	1  EFI           FAT32, the ESP: Layout.ESP files + /kpaas/vmlinuz, /kpaas/initrd.img
+//	1  EFI           FAT32, the ESP: Layout.ESP files + /kpaas/vmlinuz, /kpaas/initrd.img,
+//	                 syslinux (/syslinux) for legacy BIOS; attribute legacy BIOS bootable
 //	2  KPAAS-ROOT-A  squashfs of the OS root
 //	3  KPAAS-ROOT-B  same size, left empty (A/B updates)
 //	4  KPAAS-BUNDLE  squashfs of the bundle (OCI layout), stored once
 //	5  KPAAS-STATE   small and blank; the node formats and grows it on first boot
+//
+// The disk boots under UEFI (the ESP's loader, e.g. systemd-boot) and
+// under legacy BIOS: syslinux's GPT MBR code loads syslinux from the ESP,
+// whose menu repeats the ESP's loader entries (BIOSMenu).
 //
 // Partitions start on 1 MiB boundaries; unused space is a hole in the file.
 // Images are reproducible: the same inputs, seed and time give the same
@@ -245,9 +250,17 @@ func WithTime(t time.Time) Option { return func(o *options) { o.time = t } }
 // WithProgress sets a callback for the bytes written by long steps.
 func WithProgress(fn func(Progress)) Option { return func(o *options) { o.progress = fn } }
 
-// WithSyslinux sets the syslinux files for the ISO; by default they are
-// found where Debian's isolinux and syslinux-common packages put them.
+// WithSyslinux sets the syslinux files for the ISO and the raw disk's BIOS
+// boot; by default (and for fields left empty) they are found where
+// Debian's isolinux, syslinux-common and syslinux packages put them.
 func WithSyslinux(s Syslinux) Option { return func(o *options) { o.syslinux = &s } }
+
+func (o *options) syslinuxFiles() Syslinux {
+	if o.syslinux == nil {
+		return defaultSyslinux
+	}
+	return o.syslinux.withDefaults()
+}
 
 func newOptions(opts []Option) *options {
 	o := &options{}
@@ -273,11 +286,14 @@ func (o *options) report(phase string) func(done, total int64) {
 
 // Summary describes a written image.
 type Summary struct {
-	Format     Format          `json:"format"`
-	Path       string          `json:"path"`
-	Size       int64           `json:"size"`      // apparent file size
-	Allocated  int64           `json:"allocated"` // bytes the file occupies on disk (holes excluded)
-	DiskGUID   string          `json:"diskGUID,omitempty"`
+	Format    Format `json:"format"`
+	Path      string `json:"path"`
+	Size      int64  `json:"size"`      // apparent file size
+	Allocated int64  `json:"allocated"` // bytes the file occupies on disk (holes excluded)
+	DiskGUID  string `json:"diskGUID,omitempty"`
+	// Firmware is what the output boots under: raw and qcow2 disks and
+	// the ISO boot under legacy BIOS and UEFI.
+	Firmware   []Firmware      `json:"firmware"`
 	Partitions []Partition     `json:"partitions,omitempty"`
 	Files      []File          `json:"files,omitempty"`   // ISO: the files of the image
 	Install    *InstallSummary `json:"install,omitempty"` // ISO: the disk its install entry writes
@@ -296,6 +312,9 @@ type Partition struct {
 	Size       int64  `json:"size"`
 	Used       int64  `json:"used"`       // bytes of content
 	Filesystem string `json:"filesystem"` // vfat, squashfs, or "" (blank)
+	// Attributes are the GPT attribute bits: the ESP is legacy BIOS
+	// bootable (bit 2).
+	Attributes uint64 `json:"attributes,omitempty"`
 }
 
 // InstallSummary describes the ISO's install plan.

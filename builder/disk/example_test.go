@@ -62,3 +62,26 @@ func ExampleWriteRaw() {
 	// 5 KPAAS-STATE  at 68 MiB, 16 MiB, blank
 	// disk 85 MiB
 }
+
+// The raw disk's BIOS menu repeats the ESP's systemd-boot entries.
+func ExampleBIOSMenu() {
+	menu, err := disk.BIOSMenu(map[string]disk.Source{
+		disk.LoaderConf:              disk.FromBytes([]byte("default kpaas.conf\ntimeout 0\n")),
+		"/loader/entries/kpaas.conf": disk.FromBytes([]byte("title K-PaaS\nlinux /kpaas/vmlinuz\ninitrd /kpaas/initrd.img\noptions console=ttyS0 kpaas.root=KPAAS-ROOT-A\n")),
+	}, "")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(menu)
+	// Output:
+	// # The ESP's loader entries (/loader/entries) for syslinux: one menu, two loaders.
+	// default kpaas
+	// prompt 0
+	// timeout 0
+	//
+	// label kpaas
+	//   # K-PaaS
+	//   kernel /kpaas/vmlinuz
+	//   initrd /kpaas/initrd.img
+	//   append console=ttyS0 kpaas.root=KPAAS-ROOT-A
+}

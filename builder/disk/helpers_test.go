@@ -20,7 +20,7 @@ import (
 
 // need skips the test when a host tool is missing (CI installs them:
 // fdisk, dosfstools, mtools, squashfs-tools, qemu-utils, xorriso,
-// isolinux, syslinux-common).
+// isolinux, syslinux-common, syslinux).
 func need(t *testing.T, tools ...string) {
 	t.Helper()
 	testenv.RequireTools(t, tools...)

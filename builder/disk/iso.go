@@ -34,32 +34,63 @@ const (
 	maxISOFile = 1<<32 - 1
 )
 
-// Syslinux names the BIOS boot files of the ISO, read at build time.
+// Syslinux names the BIOS boot files, read at build time: the ISO's
+// (isolinux) and the raw disk's (syslinux on the ESP). Empty fields take
+// FindSyslinux's.
 type Syslinux struct {
 	ISOLinux  string // isolinux.bin (Debian package isolinux)
-	LDLinux   string // ldlinux.c32 for BIOS (syslinux-common)
+	LDLinux   string // ldlinux.c32 for BIOS (syslinux-common), the ISO's
 	HybridMBR string // isohdpfx.bin, the hybrid MBR boot code (isolinux)
+	// GPTMBR is the raw disk's MBR code: gptmbr.bin (syslinux-common).
+	GPTMBR string
+	// Installer is the syslinux installer (package syslinux), which holds
+	// the FAT boot sector, ldlinux.sys and the ldlinux.c32 built with it.
+	Installer string
 }
 
 // FindSyslinux finds the syslinux files where Debian installs them.
 func FindSyslinux() (Syslinux, error) {
-	s := Syslinux{
-		ISOLinux:  "/usr/lib/ISOLINUX/isolinux.bin",
-		LDLinux:   "/usr/lib/syslinux/modules/bios/ldlinux.c32",
-		HybridMBR: "/usr/lib/ISOLINUX/isohdpfx.bin",
-	}
-	return s, s.check()
+	s := defaultSyslinux
+	return s, errors.Join(s.checkISO(), s.checkDisk())
 }
 
-func (s Syslinux) check() error {
+var defaultSyslinux = Syslinux{
+	ISOLinux:  "/usr/lib/ISOLINUX/isolinux.bin",
+	LDLinux:   "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+	HybridMBR: "/usr/lib/ISOLINUX/isohdpfx.bin",
+	GPTMBR:    "/usr/lib/syslinux/mbr/gptmbr.bin",
+	Installer: "/usr/bin/syslinux",
+}
+
+// withDefaults fills the empty fields with FindSyslinux's paths.
+func (s Syslinux) withDefaults() Syslinux {
+	d := defaultSyslinux
+	for _, f := range []struct{ v, def *string }{{&s.ISOLinux, &d.ISOLinux}, {&s.LDLinux, &d.LDLinux},
+		{&s.HybridMBR, &d.HybridMBR}, {&s.GPTMBR, &d.GPTMBR}, {&s.Installer, &d.Installer}} {
+		if *f.v == "" {
+			*f.v = *f.def
+		}
+	}
+	return s
+}
+
+func (s Syslinux) checkISO() error {
+	return checkFiles("syslinux files for the ISO (install the Debian packages isolinux and syslinux-common)", s.ISOLinux, s.LDLinux, s.HybridMBR)
+}
+
+func (s Syslinux) checkDisk() error {
+	return checkFiles("syslinux files for the disk's BIOS boot (install the Debian packages syslinux and syslinux-common)", s.GPTMBR, s.Installer)
+}
+
+func checkFiles(what string, paths ...string) error {
 	var errs []error
-	for _, p := range []string{s.ISOLinux, s.LDLinux, s.HybridMBR} {
+	for _, p := range paths {
 		if _, err := os.Stat(p); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("syslinux files for the ISO (install the Debian packages isolinux and syslinux-common): %w", errors.Join(errs...))
+		return fmt.Errorf("%s: %w", what, errors.Join(errs...))
 	}
 	return nil
 }
@@ -102,14 +133,8 @@ func InstallArgFor(target string) string {
 // an error.
 func WriteISO(ctx context.Context, l Layout, out string, opts ...Option) (*Summary, error) {
 	o := newOptions(opts)
-	var sl Syslinux
-	var slErr error
-	if o.syslinux != nil {
-		sl, slErr = *o.syslinux, o.syslinux.check()
-	} else {
-		sl, slErr = FindSyslinux()
-	}
-	if err := errors.Join(l.validate(), slErr); err != nil {
+	sl := o.syslinuxFiles()
+	if err := errors.Join(l.validate(), sl.checkISO(), sl.checkDisk()); err != nil {
 		return nil, err
 	}
 	stage := out + ".tmp.d"
@@ -118,7 +143,7 @@ func WriteISO(ctx context.Context, l Layout, out string, opts ...Option) (*Summa
 	}
 	defer os.RemoveAll(stage)
 	return writeAtomically(out, func(f *os.File) (*Summary, error) {
-		b := &isoBuild{f: f, l: &l, o: o, sl: sl, stage: stage, sum: &Summary{Format: ISO}}
+		b := &isoBuild{f: f, l: &l, o: o, sl: sl, stage: stage, sum: &Summary{Format: ISO, Firmware: []Firmware{BIOS, UEFI}}}
 		return b.run(ctx)
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/google/uuid"
 
+	"kpaas.dev/appliance/builder/disk/internal/biosboot"
 	"kpaas.dev/appliance/builder/disk/internal/fatfix"
 	"kpaas.dev/appliance/builder/disk/qcow2"
 	"kpaas.dev/appliance/builder/disk/squashfs"
@@ -38,7 +40,7 @@ func deriveSerial(seed, name string) uint32 {
 // documentation for the partitions).
 func WriteRaw(ctx context.Context, l Layout, out string, opts ...Option) (*Summary, error) {
 	o := newOptions(opts)
-	if err := l.validate(); err != nil {
+	if err := errors.Join(l.validate(), o.syslinuxFiles().checkDisk()); err != nil {
 		return nil, err
 	}
 	return writeAtomically(out, func(f *os.File) (*Summary, error) {
@@ -50,7 +52,7 @@ func WriteRaw(ctx context.Context, l Layout, out string, opts ...Option) (*Summa
 // removes the raw image.
 func WriteQCOW2(ctx context.Context, l Layout, out string, opts ...Option) (*Summary, error) {
 	o := newOptions(opts)
-	if err := l.validate(); err != nil {
+	if err := errors.Join(l.validate(), o.syslinuxFiles().checkDisk()); err != nil {
 		return nil, err
 	}
 	rawPath := out + ".raw.tmp"
@@ -121,6 +123,7 @@ type rawBuild struct {
 	sum *Summary
 
 	espFiles          map[string]Source
+	bios              *biosBoot
 	esp, rootA, rootB Partition
 	bundle, state     Partition
 	root, bund        placed
@@ -129,15 +132,15 @@ type rawBuild struct {
 
 func writeRaw(ctx context.Context, f *os.File, l *Layout, o *options) (*Summary, error) {
 	start := time.Now()
-	b := &rawBuild{f: f, l: l, o: o, sum: &Summary{Format: Raw}}
+	b := &rawBuild{f: f, l: l, o: o, sum: &Summary{Format: Raw, Firmware: []Firmware{BIOS, UEFI}}}
 	steps := []struct {
 		name string
 		run  func(context.Context) error
 	}{
-		{"esp", b.writeESP},       // FAT32 with the boot files at 1 MiB
+		{"esp", b.writeESP},       // FAT32 with the boot files (UEFI and BIOS) at 1 MiB
 		{"root", b.writeRoot},     // squashfs of the root, B reserved after it
 		{"bundle", b.writeBundle}, // squashfs of the bundle
-		{"gpt", b.finish},         // sizes, identifiers, timestamps, partition table
+		{"gpt", b.finish},         // sizes, identifiers, timestamps, partition table, BIOS boot code
 	}
 	for _, s := range steps {
 		t := time.Now()
@@ -152,7 +155,17 @@ func writeRaw(ctx context.Context, f *os.File, l *Layout, o *options) (*Summary,
 }
 
 func (b *rawBuild) writeESP(ctx context.Context) error {
+	bios, err := loadBIOSBoot(b.o.syslinuxFiles())
+	if err != nil {
+		return err
+	}
+	b.bios = bios
 	b.espFiles = espFiles(b.l, nil)
+	biosFiles, err := bios.files(b.l, b.espFiles)
+	if err != nil {
+		return err
+	}
+	maps.Copy(b.espFiles, biosFiles)
 	need, err := filesBytes(b.espFiles)
 	if err != nil {
 		return err
@@ -168,7 +181,8 @@ func (b *rawBuild) writeESP(ctx context.Context) error {
 	if size < 33*mib {
 		return fmt.Errorf("ESP of %d bytes %w: FAT32 needs at least 33 MiB", size, ErrTooSmall)
 	}
-	b.esp = Partition{Index: 1, Name: NameESP, Type: TypeESP, Offset: mib, Size: size, Used: need, Filesystem: "vfat"}
+	b.esp = Partition{Index: 1, Name: NameESP, Type: TypeESP, Offset: mib, Size: size, Used: need, Filesystem: "vfat",
+		Attributes: biosboot.AttrLegacyBIOSBootable}
 	// timestamps and serial are fixed in finish, once the seed is known
 	return writeFATUnfixed(b.f, b.esp.Offset, size, fat32Kind, NameESP, b.espFiles, b.o.report("esp"))
 }
@@ -262,6 +276,9 @@ func (b *rawBuild) finish(ctx context.Context) error {
 	if err := fatfix.Fix(b.f, b.esp.Offset, t, deriveSerial(seed, "esp-serial")); err != nil {
 		return fmt.Errorf("finishing ESP: %w", err)
 	}
+	if err := b.bios.install(b.f, b.esp.Offset); err != nil {
+		return fmt.Errorf("installing syslinux on the ESP: %w", err)
+	}
 	if err := b.f.Truncate(b.size); err != nil {
 		return err
 	}
@@ -282,11 +299,16 @@ func (b *rawBuild) finish(ctx context.Context) error {
 			Type:  gpt.Type(p.Type),
 			Name:  p.Name,
 			GUID:  p.GUID,
+			// syslinux's MBR code boots the partition marked so
+			Attributes: p.Attributes,
 		})
 		b.sum.Partitions = append(b.sum.Partitions, *p)
 	}
 	if err := table.Write(b.f, b.size); err != nil {
 		return fmt.Errorf("writing partition table: %w", err)
+	}
+	if err := b.bios.writeMBR(b.f); err != nil {
+		return fmt.Errorf("writing the MBR boot code: %w", err)
 	}
 	b.sum.DiskGUID = table.GUID
 	return nil

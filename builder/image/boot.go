@@ -16,7 +16,8 @@ import (
 
 // bootFiles takes the kernel, the initramfs and systemd-boot (and the
 // syslinux files, when the image has them) out of the tree, and writes the
-// loader configuration.
+// loader configuration: the UEFI loader's entries, which the raw disk's
+// BIOS menu repeats (disk.BIOSMenu).
 func (b *build) bootFiles(ctx context.Context) error {
 	m := b.manifest
 	files := []struct {
@@ -29,14 +30,16 @@ func (b *build) bootFiles(ctx context.Context) error {
 		{"isolinux.bin", isolinuxBin, "isolinux.bin", true},
 		{"isohdpfx.bin", isohdpfxBin, "isohdpfx.bin", true},
 		{"ldlinux.c32", ldlinuxC32, "ldlinux.c32", true},
+		{"gptmbr.bin", gptmbrBin, "gptmbr.bin", true},
+		{"syslinux", syslinuxBin, "syslinux", true},
 	}
 	var errs []error
-	syslinux := 0
+	found := map[string]bool{}
 	for _, f := range files {
 		err := b.extract(f.src, b.path(f.dst))
 		switch {
 		case err == nil && f.optional:
-			syslinux++
+			found[f.dst] = true
 		case err != nil && !f.optional:
 			errs = append(errs, fmt.Errorf("%s /%s: %w", f.what, f.src, err))
 		}
@@ -44,8 +47,20 @@ func (b *build) bootFiles(ctx context.Context) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("OS image %s: %w", b.osEntry.Ref, errors.Join(errs...))
 	}
-	if syslinux == 3 { // the ISO's BIOS boot files come from the image, like systemd-boot
-		b.syslinux = &disk.Syslinux{ISOLinux: b.path("isolinux.bin"), HybridMBR: b.path("isohdpfx.bin"), LDLinux: b.path("ldlinux.c32")}
+	// The BIOS boot files come from the image, like systemd-boot, where
+	// it has them; the host's otherwise.
+	var sl disk.Syslinux
+	if found["isolinux.bin"] && found["isohdpfx.bin"] && found["ldlinux.c32"] {
+		sl.ISOLinux, sl.HybridMBR, sl.LDLinux = b.path("isolinux.bin"), b.path("isohdpfx.bin"), b.path("ldlinux.c32")
+	}
+	if found["gptmbr.bin"] {
+		sl.GPTMBR = b.path("gptmbr.bin")
+	}
+	if found["syslinux"] {
+		sl.Installer = b.path("syslinux")
+	}
+	if sl != (disk.Syslinux{}) {
+		b.syslinux = &sl
 	}
 
 	title := "K-PaaS " + b.osEntry.Ref

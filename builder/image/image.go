@@ -38,6 +38,8 @@ const (
 	isolinuxBin     = "usr/lib/ISOLINUX/isolinux.bin"
 	isohdpfxBin     = "usr/lib/ISOLINUX/isohdpfx.bin"
 	ldlinuxC32      = "usr/lib/syslinux/modules/bios/ldlinux.c32"
+	gptmbrBin       = "usr/lib/syslinux/mbr/gptmbr.bin" // syslinux-common: the raw disk's MBR code
+	syslinuxBin     = "usr/bin/syslinux"                // syslinux: the installer holding the disk's BIOS boot core
 )
 
 // Paths on the ESP (and in the ISO's EFI image).
@@ -115,11 +117,13 @@ type RootSummary struct {
 
 // Output is one written image.
 type Output struct {
-	Format     disk.Format      `json:"format"`
-	Path       string           `json:"path"`
-	Size       int64            `json:"size"`
-	Allocated  int64            `json:"allocated"`
-	DiskGUID   string           `json:"diskGUID,omitempty"`
+	Format    disk.Format `json:"format"`
+	Path      string      `json:"path"`
+	Size      int64       `json:"size"`
+	Allocated int64       `json:"allocated"`
+	DiskGUID  string      `json:"diskGUID,omitempty"`
+	// Firmware is what the output boots under (bios, uefi).
+	Firmware   []disk.Firmware  `json:"firmware"`
 	Partitions []disk.Partition `json:"partitions,omitempty"`
 	// Install is the disk the ISO's install entry writes.
 	Install  *disk.InstallSummary `json:"install,omitempty"`

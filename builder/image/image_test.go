@@ -110,6 +110,11 @@ func TestBuild(t *testing.T) {
 	if !strings.Contains(sum.Cmdline, "kpaas.root=KPAAS-ROOT-A") || !strings.Contains(sum.Cmdline, "console=ttyS0") {
 		t.Errorf("cmdline %q", sum.Cmdline)
 	}
+	for _, o := range sum.Outputs { // raw, qcow2 and ISO boot under both
+		if fmt.Sprint(o.Firmware) != "[bios uefi]" {
+			t.Errorf("%s boots under %v, want bios and uefi", o.Format, o.Firmware)
+		}
+	}
 
 	// raw: the partition table
 	raw := out + ".raw"

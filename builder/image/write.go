@@ -125,7 +125,7 @@ func (b *build) write(ctx context.Context, f disk.Format) error {
 		return err
 	}
 	b.outputs = append(b.outputs, Output{Format: f, Path: out, Size: sum.Size, Allocated: sum.Allocated,
-		DiskGUID: sum.DiskGUID, Partitions: sum.Partitions, Install: sum.Install, Duration: time.Since(start)})
+		DiskGUID: sum.DiskGUID, Firmware: sum.Firmware, Partitions: sum.Partitions, Install: sum.Install, Duration: time.Since(start)})
 	return nil
 }
 

@@ -2,13 +2,15 @@
 // that it is reproducible and fsck-clean: every directory entry gets one
 // fixed timestamp, the volume gets a chosen serial number, ".." entries that
 // point at the root use cluster 0 (as the FAT specification and fsck.vfat
-// want), and the FAT32 free-cluster summary is filled in.
+// want), and the FAT32 free-cluster summary is filled in. FileSectors
+// tells where a file's bytes are (for boot loaders that load by sector).
 package fatfix
 
 import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -37,42 +39,19 @@ type fs struct {
 
 // Fix rewrites the file system that starts at byte start of dev.
 func Fix(dev Device, start int64, t time.Time, serial uint32) error {
-	bs := make([]byte, 512)
-	if _, err := dev.ReadAt(bs, start); err != nil {
-		return fmt.Errorf("reading FAT boot sector: %w", err)
-	}
-	if bs[510] != 0x55 || bs[511] != 0xaa {
-		return fmt.Errorf("no FAT boot sector at offset %d", start)
+	f, bs, err := open(dev, start)
+	if err != nil {
+		return err
 	}
 	le := binary.LittleEndian
-	f := &fs{dev: dev, start: start}
-	f.bps = int64(le.Uint16(bs[11:]))
-	f.spc = int64(bs[13])
-	reserved := int64(le.Uint16(bs[14:]))
-	f.numFATs = int64(bs[16])
-	rootEntries := int64(le.Uint16(bs[17:]))
 	total := int64(le.Uint16(bs[19:]))
 	if total == 0 {
 		total = int64(le.Uint32(bs[32:]))
 	}
-	fatSectors := int64(le.Uint16(bs[22:]))
 	serialOff := int64(39)
-	if fatSectors == 0 {
-		f.fat32 = true
-		fatSectors = int64(le.Uint32(bs[36:]))
-		f.rootCluster = le.Uint32(bs[44:])
+	if f.fat32 {
 		serialOff = 67
 	}
-	if f.bps == 0 || f.spc == 0 || f.numFATs == 0 {
-		return fmt.Errorf("invalid FAT boot sector at offset %d", start)
-	}
-	f.fatStart = reserved * f.bps
-	f.fatBytes = fatSectors * f.bps
-	f.rootStart = f.fatStart + f.numFATs*f.fatBytes
-	f.rootBytes = (rootEntries*32 + f.bps - 1) / f.bps * f.bps
-	f.dataStart = f.rootStart + f.rootBytes
-	f.clusters = uint32((total*f.bps - f.dataStart) / (f.spc * f.bps))
-	f.fat12 = !f.fat32 && f.clusters < 4085
 	f.date, f.tm = dosTime(t)
 
 	// go-diskfs v1.9 can size the FAT two entries short of the cluster
@@ -107,7 +86,6 @@ func Fix(dev Device, start int64, t time.Time, serial uint32) error {
 	}
 
 	f.used = map[uint32]bool{}
-	var err error
 	if f.fat32 {
 		err = f.markChain(f.rootCluster)
 	}
@@ -131,6 +109,45 @@ func Fix(dev Device, start int64, t time.Time, serial uint32) error {
 		return f.fixFSInfo(le.Uint16(bs[48:]))
 	}
 	return nil
+}
+
+// open reads the boot sector of the file system at byte start of dev.
+func open(dev Device, start int64) (*fs, []byte, error) {
+	bs := make([]byte, 512)
+	if _, err := dev.ReadAt(bs, start); err != nil {
+		return nil, nil, fmt.Errorf("reading FAT boot sector: %w", err)
+	}
+	if bs[510] != 0x55 || bs[511] != 0xaa {
+		return nil, nil, fmt.Errorf("no FAT boot sector at offset %d", start)
+	}
+	le := binary.LittleEndian
+	f := &fs{dev: dev, start: start}
+	f.bps = int64(le.Uint16(bs[11:]))
+	f.spc = int64(bs[13])
+	reserved := int64(le.Uint16(bs[14:]))
+	f.numFATs = int64(bs[16])
+	rootEntries := int64(le.Uint16(bs[17:]))
+	total := int64(le.Uint16(bs[19:]))
+	if total == 0 {
+		total = int64(le.Uint32(bs[32:]))
+	}
+	fatSectors := int64(le.Uint16(bs[22:]))
+	if fatSectors == 0 {
+		f.fat32 = true
+		fatSectors = int64(le.Uint32(bs[36:]))
+		f.rootCluster = le.Uint32(bs[44:])
+	}
+	if f.bps == 0 || f.spc == 0 || f.numFATs == 0 {
+		return nil, nil, fmt.Errorf("invalid FAT boot sector at offset %d", start)
+	}
+	f.fatStart = reserved * f.bps
+	f.fatBytes = fatSectors * f.bps
+	f.rootStart = f.fatStart + f.numFATs*f.fatBytes
+	f.rootBytes = (rootEntries*32 + f.bps - 1) / f.bps * f.bps
+	f.dataStart = f.rootStart + f.rootBytes
+	f.clusters = uint32((total*f.bps - f.dataStart) / (f.spc * f.bps))
+	f.fat12 = !f.fat32 && f.clusters < 4085
+	return f, bs, nil
 }
 
 // markChain records the clusters of a chain as in use.
@@ -364,4 +381,126 @@ func (f *fs) fixFSInfo(sector uint16) error {
 	binary.LittleEndian.PutUint32(b[4:], first)
 	_, err := f.dev.WriteAt(b, f.start+int64(sector)*f.bps+488)
 	return err
+}
+
+// FileSectors returns the sectors, relative to the file system's start,
+// that hold the file at path (an absolute path of 8.3 names, e.g.
+// /SYSLINUX/LDLINUX.SYS; case does not matter), in file order, and the
+// file's size. Long names are not read.
+func FileSectors(dev Device, start int64, path string) ([]uint64, int64, error) {
+	f, _, err := open(dev, start)
+	if err != nil {
+		return nil, 0, err
+	}
+	names := strings.Split(strings.Trim(path, "/"), "/")
+	dir := f.rootCluster // 0 on FAT12/16: the fixed root region
+	for i, name := range names {
+		want, err := shortName(name)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", path, err)
+		}
+		e, err := f.lookup(dir, want)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", path, err)
+		}
+		first := uint32(binary.LittleEndian.Uint16(e[20:]))<<16 | uint32(binary.LittleEndian.Uint16(e[26:]))
+		isDir := e[11]&0x10 != 0
+		if i < len(names)-1 {
+			if !isDir {
+				return nil, 0, fmt.Errorf("%s: %s is not a folder", path, name)
+			}
+			dir = first
+			continue
+		}
+		if isDir {
+			return nil, 0, fmt.Errorf("%s is a folder", path)
+		}
+		size := int64(binary.LittleEndian.Uint32(e[28:]))
+		var out []uint64
+		per := f.spc * f.bps / 512
+		for c, n := first, 0; c >= 2 && !f.endOfChain(c) && int64(len(out))*512 < size; n++ {
+			if n > int(f.clusters) {
+				return nil, 0, fmt.Errorf("%s: FAT cluster chain loops", path)
+			}
+			s0 := uint64((f.dataStart + int64(c-2)*f.spc*f.bps) / 512)
+			for k := int64(0); k < per; k++ {
+				out = append(out, s0+uint64(k))
+			}
+			if c, err = f.next(c); err != nil {
+				return nil, 0, err
+			}
+		}
+		if int64(len(out))*512 < size {
+			return nil, 0, fmt.Errorf("%s: its clusters hold %d of its %d bytes", path, len(out)*512, size)
+		}
+		return out[:(size+511)/512], size, nil
+	}
+	return nil, 0, fmt.Errorf("%s: not a file", path)
+}
+
+// shortName is the 11-byte directory entry name of an 8.3 name.
+func shortName(name string) (string, error) {
+	base, ext, _ := strings.Cut(strings.ToUpper(name), ".")
+	if base == "" || len(base) > 8 || len(ext) > 3 {
+		return "", fmt.Errorf("%q is not an 8.3 name", name)
+	}
+	return fmt.Sprintf("%-8s%-3s", base, ext), nil
+}
+
+// lookup finds the entry named want (11 bytes) in the folder whose first
+// cluster is dir (0: the FAT12/16 root region).
+func (f *fs) lookup(dir uint32, want string) ([]byte, error) {
+	var regions [][2]int64
+	if dir == 0 && !f.fat32 {
+		regions = append(regions, [2]int64{f.rootStart, f.rootBytes})
+	} else {
+		csize := f.spc * f.bps
+		for n := 0; dir >= 2 && !f.endOfChain(dir); n++ {
+			if n > int(f.clusters) {
+				return nil, fmt.Errorf("FAT cluster chain loops at %d", dir)
+			}
+			regions = append(regions, [2]int64{f.dataStart + int64(dir-2)*csize, csize})
+			next, err := f.next(dir)
+			if err != nil {
+				return nil, err
+			}
+			dir = next
+		}
+	}
+	for _, r := range regions {
+		b := make([]byte, r[1])
+		if _, err := f.dev.ReadAt(b, f.start+r[0]); err != nil {
+			return nil, err
+		}
+		for i := 0; i+32 <= len(b); i += 32 {
+			e := b[i : i+32]
+			if e[0] == 0 {
+				return nil, fmt.Errorf("no %q", strings.TrimSpace(want))
+			}
+			if e[0] == 0xe5 || e[11]&0x0f == 0x0f || e[11]&0x08 != 0 { // deleted, long name, label
+				continue
+			}
+			if string(e[:11]) == want {
+				return e, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("no %q", strings.TrimSpace(want))
+}
+
+// BackupBootSector is the sector (relative to the file system's start) of
+// a FAT32 file system's backup boot sector, 0 if it has none.
+func BackupBootSector(dev Device, start int64) (int64, error) {
+	f, bs, err := open(dev, start)
+	if err != nil {
+		return 0, err
+	}
+	if !f.fat32 {
+		return 0, nil
+	}
+	b := int64(binary.LittleEndian.Uint16(bs[50:]))
+	if b == 0xffff {
+		b = 0
+	}
+	return b, nil
 }
