@@ -254,3 +254,46 @@ spec:
 		}
 	}
 }
+
+// TestClusterThreeNodes is the demo cluster (bundles/demo/cluster.yaml):
+// both workers are powered on before the control plane, all three become
+// Ready, and pods on the two workers reach each other through a Service.
+func TestClusterThreeNodes(t *testing.T) {
+	e2e(t)
+	demo, err := os.ReadFile("../bundles/demo/cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, string(demo))
+	start := time.Now()
+	vms := map[string]*vm.VM{"w1": c.Boot("w1"), "w2": c.Boot("w2"), "cp1": c.Boot("cp1")}
+	times := map[string]time.Duration{}
+	for _, name := range []string{"cp1", "w1", "w2"} {
+		_, at := vms[name].Expect(cluster.ReadyLine(c.Node(name)), clusterTimeout)
+		times[name] = at
+		t.Logf("%s ready %s after its power-on", name, at.Round(time.Second))
+	}
+	t.Logf("all nodes ready %s after the first power-on", time.Since(start).Round(time.Second))
+	checkNodesReady(t, c)
+	checkWorkload(t, c, "w2", "w1")
+}
+
+// TestClusterControlPlaneKilledDuringKubeadm powers the control plane off
+// hard in the middle of kubeadm init; booted again from the same disk, its
+// agent resets the half-initialised node and the cluster forms.
+func TestClusterControlPlaneKilledDuringKubeadm(t *testing.T) {
+	e2e(t)
+	c := newCluster(t, twoNodes)
+	cv := c.Boot("cp1")
+	cv.Expect(`kubeadm: \[control-plane\] Creating static Pod manifest for "kube-apiserver"`, clusterTimeout)
+	time.Sleep(20 * time.Second) // the static pods start
+	cv.Stop()
+	t.Logf("cp1 killed during kubeadm init")
+	cv = c.Boot("cp1")
+	cv.Expect(`kubeadm: an earlier attempt was interrupted on this node: kubeadm reset`, clusterTimeout)
+	_, at := cv.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout)
+	t.Logf("cp1 ready %s after its second power-on", at.Round(time.Second))
+	wv := c.Boot("w1")
+	wv.Expect(cluster.ReadyLine(c.Node("w1")), clusterTimeout)
+	checkNodesReady(t, c)
+}

@@ -361,6 +361,19 @@ apiServer:
 {{- range .SANs}}
     - "{{.}}"
 {{- end}}
+# Leader election that tolerates a busy or slow machine: the defaults (15 s
+# lease, 10 s renew deadline) restart the controller manager and the
+# scheduler whenever etcd answers slowly; a failover takes up to a minute.
+controllerManager:
+  extraArgs:
+    - {name: leader-elect-lease-duration, value: 60s}
+    - {name: leader-elect-renew-deadline, value: 45s}
+    - {name: leader-elect-retry-period, value: 10s}
+scheduler:
+  extraArgs:
+    - {name: leader-elect-lease-duration, value: 60s}
+    - {name: leader-elect-renew-deadline, value: 45s}
+    - {name: leader-elect-retry-period, value: 10s}
 ---
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

@@ -243,7 +243,40 @@ func newMachine(t *testing.T, node string, cs *clusterState) *machine {
 		Wait:    0.0001,
 	}
 	m.script()
+	m.kubeRouter()
 	return m
+}
+
+// kubeRouter plays the pod network's DaemonSet pod on this machine: once
+// the network is applied and the node joined, it adds the node's pod CIDR
+// to the CNI configuration, as kube-router does.
+func (m *machine) kubeRouter() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	m.t.Cleanup(func() { close(stop); <-done })
+	conf := filepath.Join(m.root, "/etc/cni/net.d/10-kuberouter.conflist")
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			cs := m.state.cluster
+			cs.mu.Lock()
+			on := cs.network && cs.nodes[m.env.Node.Name]
+			cs.mu.Unlock()
+			if !on {
+				continue
+			}
+			if b, err := os.ReadFile(conf); err == nil && !strings.Contains(string(b), "10.233.") {
+				b = []byte(strings.Replace(string(b), `"ipam": { "type": "host-local" }`, `"ipam": { "type": "host-local", "ranges": [[{"subnet": "10.233.64.0/24"}]] }`, 1))
+				os.WriteFile(conf+".new", b, 0o644)
+				os.Rename(conf+".new", conf)
+			}
+		}
+	}()
 }
 
 func (m *machine) probe(ctx context.Context, url string) error {

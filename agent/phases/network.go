@@ -3,6 +3,7 @@ package phases
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -51,11 +52,15 @@ func network() Phase {
 			return append(p, "wait until node "+e.Node.Name+" is Ready")
 		},
 		Check: func(ctx context.Context, e *Env) (bool, error) {
-			return e.filesInPlace(networkFiles()) && nodeReady(ctx, e), nil
+			return podNetworkConfigured(e) && nodeReady(ctx, e), nil
 		},
 		Run: func(ctx context.Context, e *Env) error {
-			if _, err := e.writeFiles(networkFiles()); err != nil {
-				return err
+			// The CNI configuration is written once: kube-router then adds
+			// the node's pod CIDR to it, and that edit must stay.
+			if !cniConfValid(e) {
+				if _, err := e.writeFiles(networkFiles()); err != nil {
+					return err
+				}
 			}
 			if e.IsFirstControlPlane() {
 				ms, err := e.Host.Glob(NetworkManifests + "/*.yaml")
@@ -70,6 +75,10 @@ func network() Phase {
 					return retry.Retryable(err)
 				}
 			}
+			if err := e.waitFor(ctx, "the pod network (kube-router) to configure this node's pod CIDR in "+cniConfFile, 900,
+				func() bool { return podNetworkConfigured(e) }); err != nil {
+				return err
+			}
 			return e.waitFor(ctx, "node "+e.Node.Name+" to be Ready", 600, func() bool { return nodeReady(ctx, e) })
 		},
 		Retry: retry.Policy{Attempts: 3, Base: 10 * time.Second, Max: 30 * time.Second},
@@ -77,6 +86,68 @@ func network() Phase {
 }
 
 func networkFiles() []file { return []file{{cniConfFile, 0o644, []byte(cniConf)}} }
+
+// cniConf is the part of a CNI configuration list the phase reads.
+type cniConfList struct {
+	Plugins []struct {
+		Type string `json:"type"`
+		IPAM struct {
+			Subnet string `json:"subnet"`
+			Ranges [][]struct {
+				Subnet string `json:"subnet"`
+			} `json:"ranges"`
+		} `json:"ipam"`
+	} `json:"plugins"`
+}
+
+func readCNIConf(e *Env) (*cniConfList, bool) {
+	b, err := e.Host.ReadFile(cniConfFile)
+	if err != nil {
+		return nil, false
+	}
+	var c cniConfList
+	if json.Unmarshal(b, &c) != nil {
+		return nil, false
+	}
+	for _, p := range c.Plugins {
+		if p.Type == "bridge" {
+			return &c, true
+		}
+	}
+	return nil, false
+}
+
+// cniConfValid reports whether the CNI configuration exists with its
+// bridge plugin (as written, or as kube-router completed it).
+func cniConfValid(e *Env) bool {
+	_, ok := readCNIConf(e)
+	return ok
+}
+
+// podNetworkConfigured reports whether the pod network configured this
+// node: kube-router added the node's pod CIDR to the bridge's IPAM.
+func podNetworkConfigured(e *Env) bool {
+	c, ok := readCNIConf(e)
+	if !ok {
+		return false
+	}
+	for _, p := range c.Plugins {
+		if p.Type != "bridge" {
+			continue
+		}
+		if p.IPAM.Subnet != "" {
+			return true
+		}
+		for _, set := range p.IPAM.Ranges {
+			for _, r := range set {
+				if r.Subnet != "" {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
 
 // nodeReady asks the API, with the kubelet's own credentials, whether
 // this node is Ready.
