@@ -241,6 +241,7 @@ func newMachine(t *testing.T, node string, cs *clusterState) *machine {
 		Now:     func() time.Time { return time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC) },
 		Journal: journal.Open(filepath.Join(root, names.StateDir, "journal.json")),
 		Wait:    0.0001,
+		MaxRSS:  func() int64 { return 30720 },
 	}
 	m.script()
 	m.kubeRouter()

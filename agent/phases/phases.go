@@ -54,6 +54,8 @@ type Env struct {
 	Dial func(ctx context.Context, addr string) error
 	// Now is the clock.
 	Now func() time.Time
+	// MaxRSS replaces the agent's own peak memory reading (KiB) in tests.
+	MaxRSS func() int64
 	// Journal is the agent's journal (the ready phase publishes it).
 	Journal *journal.Journal
 	// Wait scales the phases' waiting policies (1 on nodes; tests shrink

@@ -40,6 +40,11 @@ type NodeStatus struct {
 	// DefaultRoute is the node's default route ("" when it has none: on a
 	// closed network, nothing leaves the node's networks).
 	DefaultRoute string `json:"defaultRoute"`
+	// AgentMaxRSSKiB is the agent's peak resident memory in this run (its
+	// own, not the commands it ran); SeedRSSKiB the seed service's
+	// resident memory when the agent finished (0: unknown).
+	AgentMaxRSSKiB int64 `json:"agentMaxRSSKiB"`
+	SeedRSSKiB     int64 `json:"seedRSSKiB"`
 }
 
 // PhaseStatus is one phase in a NodeStatus.
@@ -70,6 +75,11 @@ func ready() Phase {
 			if out, err := e.Host.Run(ctx, "ip", "-4", "route", "show", "default"); err == nil {
 				st.DefaultRoute = strings.TrimSpace(string(out))
 			}
+			st.AgentMaxRSSKiB = maxRSSKiB()
+			if e.MaxRSS != nil {
+				st.AgentMaxRSSKiB = e.MaxRSS()
+			}
+			st.SeedRSSKiB = seedRSS(ctx, e)
 			b, err := json.Marshal(st)
 			if err != nil {
 				return err
@@ -193,4 +203,31 @@ func PublishStatus(ctx context.Context, e *Env) error {
 	c.Stdin = b
 	_, err = e.Host.RunCmd(ctx, c)
 	return err
+}
+
+// seedRSS is the seed service's resident memory in KiB (VmRSS of its main
+// process), or 0.
+func seedRSS(ctx context.Context, e *Env) int64 {
+	out, err := e.Host.Run(ctx, "systemctl", "show", "--property", "MainPID", "--value", SeedUnitName)
+	if err != nil {
+		return 0
+	}
+	pid := strings.TrimSpace(string(out))
+	if pid == "" || pid == "0" {
+		return 0
+	}
+	b, err := e.Host.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
 }
