@@ -47,7 +47,7 @@ demo-cluster: ## Boot the demo cluster (3 nodes from out/demo.qcow2) under QEMU 
 
 .PHONY: e2e
 e2e: ## Run every QEMU cluster scenario (software emulation; up to two hours; root)
-	KPAAS_E2E=1 $(GO) test -tags qemu -v -count=1 -timeout 150m -run 'TestCluster' ./qemu-tests/
+	KPAAS_E2E=1 KPAAS_CLUSTER_FIGURES=$(abspath $(OUT))/cluster-figures.jsonl $(GO) test -tags qemu -v -count=1 -timeout 150m -run 'TestCluster' ./qemu-tests/
 
 .PHONY: toolchain
 toolchain: ## Build the Kubernetes node toolchain and images from Go modules into out/mirror (cached)

@@ -164,7 +164,70 @@ func TestClusterControlPlaneAndWorker(t *testing.T) {
 	_, wAt := wv.Expect(cluster.ReadyLine(c.Node("w1")), clusterTimeout)
 	t.Logf("w1 ready %s after power-on", wAt.Round(time.Second))
 	checkNodesReady(t, c)
+	recordFigures(t, c, "control plane + worker", map[string]time.Duration{"cp1": cpAt, "w1": wAt})
 	checkWorkload(t, c, "cp1", "w1")
+}
+
+// FiguresEnv names a JSON file the cluster scenarios append their figures
+// to (make e2e sets it); the figures are logged either way.
+const FiguresEnv = "KPAAS_CLUSTER_FIGURES"
+
+// nodeFigures are one node's measured figures.
+type nodeFigures struct {
+	Node    string             `json:"node"`
+	Role    string             `json:"role"`
+	ReadyS  float64            `json:"readyAfterPowerOnSeconds"` // the agent's ready line, seen by the test
+	Phases  map[string]float64 `json:"phaseSeconds"`
+	AgentKB int64              `json:"agentMaxRSSKiB"`
+	SeedKB  int64              `json:"seedRSSKiB"`
+}
+
+// recordFigures reads every node's agent status and logs (and appends to
+// $KPAAS_CLUSTER_FIGURES) each node's time to ready, phase durations and
+// memory. Nothing is asserted: they are published, not goals.
+func recordFigures(t *testing.T, c *cluster.Cluster, scenario string, readyAt map[string]time.Duration) {
+	t.Helper()
+	out, err := c.Kubectl("", "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.annotations.kpaas\.dev/agent-status}{"\n"}{end}`)
+	if err != nil {
+		t.Errorf("kubectl get nodes: %v\n%s", err, out)
+		return
+	}
+	var all []nodeFigures
+	var last time.Duration
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var st struct {
+			Node, Role string
+			Phases     []struct {
+				Name    string
+				Seconds float64
+			}
+			AgentMaxRSSKiB, SeedRSSKiB int64
+		}
+		if json.Unmarshal([]byte(line), &st) != nil {
+			continue
+		}
+		f := nodeFigures{Node: st.Node, Role: st.Role, ReadyS: readyAt[st.Node].Seconds(), Phases: map[string]float64{},
+			AgentKB: st.AgentMaxRSSKiB, SeedKB: st.SeedRSSKiB}
+		for _, p := range st.Phases {
+			f.Phases[p.Name] = p.Seconds
+		}
+		last = max(last, readyAt[st.Node])
+		all = append(all, f)
+		t.Logf("figures: %s (%s): ready %.0f s after power-on; phases %v; agent peak %d KiB, seed %d KiB", f.Node, f.Role, f.ReadyS, f.Phases, f.AgentKB, f.SeedKB)
+	}
+	t.Logf("figures: all nodes ready %.0f s after their power-on", last.Seconds())
+	p := os.Getenv(FiguresEnv)
+	if p == "" {
+		return
+	}
+	b, _ := json.Marshal(map[string]any{"scenario": scenario, "date": time.Now().UTC().Format(time.RFC3339), "allReadySeconds": last.Seconds(), "nodes": all})
+	fh, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Errorf("figures: %v", err)
+		return
+	}
+	defer fh.Close()
+	fh.Write(append(b, '\n'))
 }
 
 // checkNodesReady asks the API whether every node is Ready.
@@ -275,6 +338,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	}
 	t.Logf("all nodes ready %s after the first power-on", time.Since(start).Round(time.Second))
 	checkNodesReady(t, c)
+	recordFigures(t, c, "three nodes", times)
 	checkWorkload(t, c, "w2", "w1")
 }
 
