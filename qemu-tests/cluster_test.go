@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -311,8 +312,9 @@ spec:
 	// Each node pulled its image from its own seed (the seed's pull
 	// records, on the node's console); the nodes have no route out.
 	for node, repo := range map[string]string{server: "docker.io/kpaas/hello", client: "docker.io/kpaas/hello-probe"} {
-		rec := "repository=" + repo + " " // a pull record of the seed (containerd pulls by digest)
-		if con := c.VMs[node].Console(); !strings.Contains(con, "msg=pull") || !strings.Contains(con, rec) {
+		// A pull record of the seed (containerd pulls by digest).
+		rec := regexp.MustCompile(`msg=pull .*repository=` + regexp.QuoteMeta(repo) + ` reference=sha256:`)
+		if !rec.MatchString(c.VMs[node].Console()) {
 			t.Errorf("%s's seed has no record %q: the image did not come from the node's own seed", node, rec)
 		}
 	}
