@@ -49,6 +49,43 @@ type T interface {
 // folders for debugging.
 const KeepEnv = "KPAAS_KEEP_VMS"
 
+// ArtifactsEnv names a folder where every VM's console is copied when its
+// test ends (CI keeps them: the node's console carries the agent's and the
+// seed's lines).
+const ArtifactsEnv = "KPAAS_ARTIFACTS"
+
+// saveArtifact copies a console log into $KPAAS_ARTIFACTS, named after the
+// test, numbered when one test boots several VMs.
+func saveArtifact(t T, logPath string) {
+	dir := os.Getenv(ArtifactsEnv)
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("%s: %v", ArtifactsEnv, err)
+		return
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return
+	}
+	base := sanitize(t.Name())
+	for i := 1; ; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("%s-%d.console.log", base, i))
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if os.IsExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Logf("%s: %v", ArtifactsEnv, err)
+			return
+		}
+		f.Write(b)
+		f.Close()
+		return
+	}
+}
+
 // Keep tells whether failed tests keep their VMs and folders.
 func Keep() bool {
 	v := os.Getenv(KeepEnv)
@@ -265,6 +302,7 @@ func Start(t T, opts ...Option) *VM {
 	go func() { v.err = cmd.Wait(); close(v.done) }()
 	t.Cleanup(func() {
 		defer r.Close()
+		saveArtifact(t, logPath)
 		if t.Failed() {
 			t.Logf("serial console (last lines of %s):\n%s", logPath, tail(logPath, 40))
 			if Keep() {
