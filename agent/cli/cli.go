@@ -25,13 +25,14 @@ type streams struct {
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s := &streams{out: stdout, err: stderr}
 	root := &cobra.Command{
-		Use:           "kpaas-agent",
-		Short:         "Make this machine a node of the site's K-PaaS cluster, from the boot media alone",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          noArgs,
-		RunE:          func(c *cobra.Command, _ []string) error { return c.Help() },
+		Use:                        "kpaas-agent",
+		Short:                      "Make this machine a node of the site's K-PaaS cluster, from the boot media alone",
+		Version:                    version.Version,
+		SilenceUsage:               true,
+		SilenceErrors:              true,
+		Args:                       noArgs,
+		RunE:                       func(c *cobra.Command, _ []string) error { return c.Help() },
+		SuggestionsMinimumDistance: 2,
 	}
 	var o options
 	root.PersistentFlags().StringVar(&o.root, "root", "/", "the machine's root folder (tests)")
