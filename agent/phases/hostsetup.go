@@ -55,6 +55,11 @@ func hostSetup() Phase {
 			if !e.filesInPlace(hostFiles(e)) || e.Host.Hostname() != e.Node.Name || swapOn(e) {
 				return false, nil
 			}
+			if servesTime(e) {
+				if _, err := e.Host.Run(ctx, "systemctl", "is-active", "--quiet", TimeserverUnitName); err != nil {
+					return false, nil
+				}
+			}
 			for _, m := range []string{"br_netfilter", "ip_vs"} {
 				if !moduleLoaded(e, m) {
 					return false, nil
@@ -78,6 +83,13 @@ func hostSetup() Phase {
 			} {
 				if _, err := e.Host.Run(ctx, c[0], c[1:]...); err != nil {
 					return err
+				}
+			}
+			if servesTime(e) {
+				for _, c := range [][]string{{"systemctl", "daemon-reload"}, {"systemctl", "enable", TimeserverUnitName}, {"systemctl", "restart", TimeserverUnitName}} {
+					if _, err := e.Host.Run(ctx, c[0], c[1:]...); err != nil {
+						return err
+					}
 				}
 			}
 			// networkd configures the address asynchronously.
@@ -145,10 +157,52 @@ func hostFiles(e *Env) []file {
 		{modulesFile, 0o644, []byte(strings.Join(kernelModules, "\n") + "\n")},
 		{timesyncFile, 0o644, ts.Bytes()},
 	}
+	if servesTime(e) {
+		fs = append(fs, file{timeserverUnit, 0o644, []byte(fmt.Sprintf(timeserverService, e.AgentBinary, nodeIP(n)))})
+	}
 	for i, mac := range n.ManagementMACs {
 		fs = append(fs, file{fmt.Sprintf(managementFile, i), 0o644, []byte(fmt.Sprintf(managementNetwork, mac))})
 	}
 	return fs
+}
+
+// The time server of the first control plane.
+const (
+	timeserverUnit = "/etc/systemd/system/kpaas-timeserver.service"
+	// TimeserverUnitName is its systemd service.
+	TimeserverUnitName = "kpaas-timeserver.service"
+	timeserverService  = `# Written by kpaas-agent: this node's clock for the nodes that have no NTP server.
+[Unit]
+Description=K-PaaS time server (SNTP) for the cluster's nodes
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=%s timeserver --addr %s:123
+Restart=always
+RestartSec=5
+DynamicUser=yes
+AmbientCapabilities=CAP_NET_BIND_SERVICE
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE
+NoNewPrivileges=yes
+
+[Install]
+WantedBy=multi-user.target
+`
+)
+
+// servesTime reports whether this node serves time to the others: it is
+// the first control plane and some other node names no NTP server.
+func servesTime(e *Env) bool {
+	if !e.IsFirstControlPlane() {
+		return false
+	}
+	for _, n := range e.Cluster.Nodes {
+		if n.Name != e.Node.Name && len(n.NTP) == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // managementFile and managementNetwork configure a management NIC: DHCP
@@ -174,11 +228,11 @@ UseDomains=no
 )
 
 // ntpServers are the node's NTP servers; with none configured, every
-// node but the first control plane asks the first control plane, so the
-// cluster's clocks agree when the site runs an NTP server there (TLS
-// breaks on skew). The agent serves no time itself yet: without any time
-// source the nodes keep their hardware clocks, which preflight checks
-// against the bundle's build time.
+// node but the first control plane asks the first control plane, which
+// then serves its clock (kpaas-timeserver.service, SNTP), so the
+// cluster's clocks agree even without a time source: TLS breaks on skew.
+// The first control plane itself keeps its hardware clock, which
+// preflight checks against the bundle's build time.
 func ntpServers(e *Env) []string {
 	if len(e.Node.NTP) > 0 {
 		return e.Node.NTP

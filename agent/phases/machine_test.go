@@ -49,7 +49,6 @@ nodes:
     role: worker
     macs: ["52:54:00:00:00:02"]
     address: 10.0.0.21/24
-    ntp: [10.0.0.1]
     dns: [10.0.0.1]
     gateway: 10.0.0.1
 `
