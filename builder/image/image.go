@@ -30,6 +30,7 @@ import (
 	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/internal/names"
 	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/internal/steps"
 )
 
 // Paths inside the OS image (relative to its root) that the media use.
@@ -149,35 +150,28 @@ func Build(ctx context.Context, o Options) (*Summary, error) {
 	b := &build{o: o, work: work, sum: &Summary{Bundle: o.Bundle}}
 	defer b.cleanup()
 
-	steps := []struct {
-		name string
-		run  func(context.Context) error
-	}{
-		{"verify", b.verify},     // every blob's digest, SHA256SUMS, the signature
-		{"os", b.findOS},         // the os entry, its manifest and annotations
-		{"layers", b.readLayers}, // the OS image's layers applied in memory (verified reads)
-		{"files", b.nodeFiles},   // the bundle's node files (kubelet, containerd, …) at their targets
-		{"boot", b.bootFiles},    // kernel, initramfs, systemd-boot, loader entries, config
-		{"squashfs", b.rootFS},   // the root squashfs, once for every format
-		{"bundle", b.bundleSet},  // what KPAAS-BUNDLE holds
+	list := []steps.Step{
+		{Name: "verify", Run: b.verify},     // every blob's digest, SHA256SUMS, the signature
+		{Name: "os", Run: b.findOS},         // the os entry, its manifest and annotations
+		{Name: "layers", Run: b.readLayers}, // the OS image's layers applied in memory (verified reads)
+		{Name: "files", Run: b.nodeFiles},   // the bundle's node files (kubelet, containerd, …) at their targets
+		{Name: "boot", Run: b.bootFiles},    // kernel, initramfs, systemd-boot, loader entries, config
+		{Name: "squashfs", Run: b.rootFS},   // the root squashfs, once for every format
+		{Name: "bundle", Run: b.bundleSet},  // what KPAAS-BUNDLE holds
 	}
 	for _, f := range o.Formats {
-		steps = append(steps, struct {
-			name string
-			run  func(context.Context) error
-		}{string(f), func(ctx context.Context) error { return b.write(ctx, f) }})
+		list = append(list, steps.Step{Name: string(f), Run: func(ctx context.Context) error { return b.write(ctx, f) }})
 	}
-	steps = append(steps, struct {
-		name string
-		run  func(context.Context) error
-	}{"publish", b.publish}) // rename the outputs into place, together
+	list = append(list, steps.Step{Name: "publish", Run: b.publish}) // rename the outputs into place, together
 
-	for i, s := range steps {
-		t := time.Now()
-		if err := o.Progress.Step(s.name, i+1, len(steps), func() error { return s.run(ctx) }); err != nil {
-			return nil, fmt.Errorf("image build, %s: %w", s.name, err)
+	r := &steps.Runner{Progress: o.Progress, Observe: func(e steps.Event) {
+		if e.State == steps.Done {
+			b.sum.Steps = append(b.sum.Steps, disk.Step{Name: e.Step, Duration: e.Duration})
 		}
-		b.sum.Steps = append(b.sum.Steps, disk.Step{Name: s.name, Duration: time.Since(t)})
+	}}
+	if err := r.Run(ctx, list); err != nil {
+		// the *steps.StepError reads "STEP: cause"
+		return nil, fmt.Errorf("image build, %w", err)
 	}
 	b.sum.Duration = time.Since(start)
 	return b.sum, nil

@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"kpaas.dev/appliance/api/osimage/v1alpha1"
+	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/internal/steps"
 )
 
 // Annotations on the OS image's manifest.
@@ -162,26 +164,22 @@ func Build(ctx context.Context, def *v1alpha1.OSImage, out string, opts Options)
 	opts.defaults()
 	start := time.Now()
 	st := &state{def: def, out: out, opts: opts, res: &Result{Ref: def.Ref()}}
-	steps := []struct {
-		name string
-		run  func(context.Context, *state) error
-	}{
-		{"base", stepBase},         // mmdebstrap root, kernel, modules (cached)
-		{"binaries", stepBinaries}, // kpaas-agent, kpaas-init
-		{"initramfs", stepInitramfs},
-		{"node", stepNodeLayer}, // agent, unit, initramfs
-		{"image", stepImage},    // config, manifest, index.json
-		{"boot", stepBootFiles}, // vmlinuz, vmlinux, initramfs beside the layout
+	step := func(name string, run func(context.Context, *state) error) steps.Step {
+		return steps.Step{Name: name, Run: func(ctx context.Context) error { return run(ctx, st) }}
+	}
+	list := []steps.Step{
+		step("base", stepBase),         // mmdebstrap root, kernel, modules (cached)
+		step("binaries", stepBinaries), // kpaas-agent, kpaas-init
+		step("initramfs", stepInitramfs),
+		step("node", stepNodeLayer), // agent, unit, initramfs
+		step("image", stepImage),    // config, manifest, index.json
+		step("boot", stepBootFiles), // vmlinuz, vmlinux, initramfs beside the layout
 	}
 	st.tmp, _ = os.MkdirTemp("", "kpaas-os-")
 	defer os.RemoveAll(st.tmp)
-	for i, s := range steps {
-		t := time.Now()
-		if err := s.run(ctx, st); err != nil {
-			opts.logf("phase %s (%d/%d): failed: %v", s.name, i+1, len(steps), err)
-			return nil, fmt.Errorf("building OS image %s: %s: %w", def.Metadata.Name, s.name, err)
-		}
-		opts.logf("phase %s (%d/%d): done in %.1fs", s.name, i+1, len(steps), time.Since(t).Seconds())
+	r := &steps.Runner{Progress: progress.New(opts.Log, progress.Terminal(false))}
+	if err := r.Run(ctx, list); err != nil {
+		return nil, fmt.Errorf("building OS image %s: %w", def.Metadata.Name, err)
 	}
 	st.res.Elapsed = time.Since(start)
 	return st.res, nil
