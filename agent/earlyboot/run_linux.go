@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kpaas.dev/appliance/agent/kmod"
+	"kpaas.dev/appliance/internal/names"
 	"kpaas.dev/appliance/internal/progress"
 	"kpaas.dev/appliance/internal/steps"
 )
@@ -330,7 +331,7 @@ func (m *Machine) grow(disk, part, n string) error {
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKPG, uintptr(unsafe.Pointer(&arg))); errno != 0 {
 		return fmt.Errorf("the GPT of %s is grown but the kernel was not told (BLKPG_RESIZE_PARTITION): %w", disk, errno)
 	}
-	m.logf("grew %s (%s) to %s", PartState, part, humanSize(bp.Length))
+	m.logf("grew %s (%s) to %s", names.PartState, part, humanSize(bp.Length))
 	return nil
 }
 

@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"kpaas.dev/appliance/builder/disk/squashfs"
+	"kpaas.dev/appliance/internal/names"
 )
 
 // Format is an output format.
@@ -70,15 +71,16 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("unsupported image format %q (want raw, qcow2 or iso)", s)
 }
 
-// Partition names (GPT names; the ESP's FAT label is EFI too).
+// Partition names (GPT names; the ESP's FAT label is EFI too): the names
+// of internal/names, which kpaas-init looks for.
 const (
-	NameESP    = "EFI"
-	NameRootA  = "KPAAS-ROOT-A"
-	NameRootB  = "KPAAS-ROOT-B"
-	NameBundle = "KPAAS-BUNDLE"
-	NameState  = "KPAAS-STATE"
+	NameESP    = names.PartESP
+	NameRootA  = names.PartRootA
+	NameRootB  = names.PartRootB
+	NameBundle = names.PartBundle
+	NameState  = names.PartState
 	// ISOLabel is the ISO 9660 volume identifier.
-	ISOLabel = "KPAAS"
+	ISOLabel = names.ISOLabel
 )
 
 // Partition type GUIDs.
@@ -89,8 +91,8 @@ const (
 
 // Paths of the boot files on the ESP and on the ISO.
 const (
-	KernelPath = "/kpaas/vmlinuz"
-	InitrdPath = "/kpaas/initrd.img"
+	KernelPath = names.KernelPath
+	InitrdPath = names.InitrdPath
 )
 
 const (

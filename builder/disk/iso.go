@@ -19,14 +19,15 @@ import (
 
 	"kpaas.dev/appliance/builder/disk/isohybrid"
 	"kpaas.dev/appliance/builder/disk/squashfs"
+	"kpaas.dev/appliance/internal/names"
 	"kpaas.dev/appliance/internal/steps"
 )
 
 // Paths inside the ISO.
 const (
-	ISORootPath    = "/kpaas/root.squashfs"
-	ISOBundlePath  = "/kpaas/bundle.squashfs"
-	ISOEFIBootPath = "/boot/efiboot.img"
+	ISORootPath    = "/" + names.ISORoot
+	ISOBundlePath  = "/" + names.ISOBundle
+	ISOEFIBootPath = "/" + names.ISOESP
 	isolinuxDir    = "/isolinux"
 	// InstallArg is the kernel argument of the ISO's "install" entry: the
 	// node installs the disk layout onto its disk and reboots into it.
