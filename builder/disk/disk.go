@@ -7,8 +7,9 @@
 // (kernel, initrd, boot loader and its entries), the OS root file system and
 // the bundle, each a folder to pack as squashfs or a squashfs image made
 // before. WriteRaw, WriteQCOW2 and WriteISO (or Write, by Format) turn it
-// into one file; they write OUT.tmp and rename it to OUT at the end, so a
-// failed or cancelled build leaves nothing behind.
+// into one file; they write a temp file beside OUT (internal/atomicfile:
+// .tmp-NAME-*) and rename it to OUT at the end, so a failed or cancelled
+// build leaves nothing behind.
 //
 // The raw disk (docs/media.md has the picture):
 //

@@ -22,6 +22,7 @@ import (
 	"kpaas.dev/appliance/builder/disk/internal/fatfix"
 	"kpaas.dev/appliance/builder/disk/qcow2"
 	"kpaas.dev/appliance/builder/disk/squashfs"
+	"kpaas.dev/appliance/internal/atomicfile"
 	"kpaas.dev/appliance/internal/steps"
 )
 
@@ -81,26 +82,15 @@ func WriteQCOW2(ctx context.Context, l Layout, out string, opts ...Option) (*Sum
 	return sum, nil
 }
 
-// writeAtomically runs write on out+".tmp" and renames it to out when it
-// succeeded; otherwise it removes it.
+// writeAtomically runs write on a temp file beside out and renames it to
+// out when it succeeded (internal/atomicfile); otherwise it removes it.
 func writeAtomically(out string, write func(*os.File) (*Summary, error)) (*Summary, error) {
-	tmp := out + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	var sum *Summary
+	err := atomicfile.Write(out, 0o644, func(f *os.File) (err error) {
+		sum, err = write(f)
+		return err
+	})
 	if err != nil {
-		return nil, err
-	}
-	sum, err := write(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, out)
-	}
-	if err != nil {
-		os.Remove(tmp)
 		return nil, err
 	}
 	sum.Path = out
