@@ -38,7 +38,9 @@ type Options struct {
 	// Jobs is how many blobs are copied at once (default 4).
 	Jobs int
 	// Epoch is the timestamp recorded in generated content (charts packaged
-	// from folders, the SBOM): SOURCE_DATE_EPOCH, default 0.
+	// from folders, the SBOM), used as given: the zero time.Time is
+	// recorded as such. `kpaas bake` sets it from SOURCE_DATE_EPOCH, else
+	// the Unix epoch; the library does not read the environment.
 	Epoch time.Time
 	// Progress reports steps and transfers (default: discard).
 	Progress *progress.Reporter

@@ -409,7 +409,13 @@ func writeConfigDisk(cmd *cobra.Command, dir, nodeName, out string) (*configDisk
 		}
 		files["/"+v1alpha1.SecretsDir+"/"+name] = disk.FromBytes(b)
 	}
-	sum, err := disk.WriteFATDisk(cmd.Context(), out, names.PartConfig, ConfigLabel, files)
+	var opts []disk.Option
+	if epoch, ok, err := sourceDateEpoch(); err != nil {
+		return nil, err
+	} else if ok {
+		opts = append(opts, disk.WithTime(epoch))
+	}
+	sum, err := disk.WriteFATDisk(cmd.Context(), out, names.PartConfig, ConfigLabel, files, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -43,7 +43,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"time"
 
 	"kpaas.dev/appliance/builder/disk/squashfs"
@@ -246,8 +245,9 @@ type options struct {
 func WithSeed(seed string) Option { return func(o *options) { o.seed = seed } }
 
 // WithTime sets the one timestamp written everywhere (FAT entries, squashfs
-// mkfs time, clamp of file mtimes). By default it is $SOURCE_DATE_EPOCH, or
-// else the newest mtime of the inputs.
+// mkfs time, clamp of file mtimes). By default it is the newest mtime of
+// the inputs. The package does not read the environment: the CLI passes
+// SOURCE_DATE_EPOCH here.
 func WithTime(t time.Time) Option { return func(o *options) { o.time = t } }
 
 // WithProgress sets a callback for the bytes written by long steps.
@@ -269,13 +269,6 @@ func newOptions(opts []Option) *options {
 	o := &options{}
 	for _, fn := range opts {
 		fn(o)
-	}
-	if o.time.IsZero() {
-		if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-			if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-				o.time = time.Unix(n, 0).UTC()
-			}
-		}
 	}
 	return o
 }

@@ -31,7 +31,7 @@ const TypeBasicData = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
 // place, since a config disk carries secrets. Summary.Partitions has the one partition.
 //
 // Like the other writers it is reproducible: every timestamp is the time of
-// WithTime (by default $SOURCE_DATE_EPOCH, else the newest input file's
+// WithTime (by default the newest input file's
 // mtime), and the disk and partition GUIDs and the volume serial are
 // derived from WithSeed (by default the content). `kpaas cluster
 // config-disk` writes KPAAS-CONFIG disks with it.

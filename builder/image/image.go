@@ -21,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -81,8 +80,9 @@ type Options struct {
 	// such as /dev/sda). Empty: the ISO runs live by default and offers
 	// "install" (auto) in its menus.
 	Install string
-	// Time is the one timestamp of the media (default: SOURCE_DATE_EPOCH,
-	// else the OS image's creation time, else the Unix epoch).
+	// Time is the one timestamp of the media. Zero (the default): the OS
+	// image's creation time, else the Unix epoch. `kpaas image build` sets
+	// it from SOURCE_DATE_EPOCH; the library does not read the environment.
 	Time time.Time
 	// Seed derives the disk identifiers (default: from the content).
 	Seed string
@@ -245,21 +245,14 @@ func (b *build) cleanup() {
 
 func (b *build) path(name string) string { return filepath.Join(b.work, name) }
 
-// buildTime is Options.Time, SOURCE_DATE_EPOCH, the image's creation time
-// or the epoch, in that order.
-func (b *build) buildTime() (time.Time, error) {
+// buildTime is Options.Time, the image's creation time or the epoch, in
+// that order.
+func (b *build) buildTime() time.Time {
 	if !b.o.Time.IsZero() {
-		return b.o.Time.UTC(), nil
-	}
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 0 {
-			return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds", s)
-		}
-		return time.Unix(n, 0).UTC(), nil
+		return b.o.Time.UTC()
 	}
 	if t, err := time.Parse(time.RFC3339, b.manifest.annotations["org.opencontainers.image.created"]); err == nil {
-		return t.UTC(), nil
+		return t.UTC()
 	}
-	return time.Unix(0, 0).UTC(), nil
+	return time.Unix(0, 0).UTC()
 }

@@ -38,7 +38,7 @@ type Base struct {
 	PVH bool `json:"pvh"`
 	// Packages are the installed packages as "name=version", sorted.
 	Packages []string `json:"packages"`
-	// Epoch is the SOURCE_DATE_EPOCH the layer's times are set to.
+	// Epoch is the time the layer's times are set to (Options.Epoch).
 	Epoch int64 `json:"epoch"`
 	// Seconds is how long the build took.
 	Seconds float64 `json:"seconds"`

@@ -24,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -67,8 +66,9 @@ type Options struct {
 	// CacheDir holds built bases (default: $KPAAS_CACHE/os or
 	// os.UserCacheDir()/kpaas/os).
 	CacheDir string
-	// Epoch is SOURCE_DATE_EPOCH: every time in the layers (default: the
-	// environment's SOURCE_DATE_EPOCH, else 0).
+	// Epoch is every time in the layers, in seconds since 1970 (0, the
+	// default: 1970-01-01). `kpaas os build` sets it from
+	// SOURCE_DATE_EPOCH; the library does not read the environment.
 	Epoch int64
 	// Agent and Init are the kpaas-agent and kpaas-init binaries. Empty:
 	// built from the module in the working directory with `go build`.
@@ -100,19 +100,6 @@ func DefaultCacheDir() string {
 		return filepath.Join(c, "kpaas", "os")
 	}
 	return filepath.Join(os.TempDir(), "kpaas-cache", "os")
-}
-
-// EpochFromEnv reads SOURCE_DATE_EPOCH (0 when unset).
-func EpochFromEnv() (int64, error) {
-	s := os.Getenv("SOURCE_DATE_EPOCH")
-	if s == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds", s)
-	}
-	return n, nil
 }
 
 func (o *Options) logf(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }

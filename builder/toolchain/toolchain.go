@@ -31,7 +31,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 )
 
@@ -50,7 +49,8 @@ type Options struct {
 	// Go is the go command. Default "go" from PATH.
 	Go string
 	// SourceDateEpoch is the timestamp of every image file and config.
-	// Default: $SOURCE_DATE_EPOCH, else 0.
+	// Zero (the default): the Unix epoch. `kpaas toolchain build` sets it
+	// from SOURCE_DATE_EPOCH; the library does not read the environment.
 	SourceDateEpoch time.Time
 	// Offline sets GOPROXY=off for the builds: every module must already be
 	// in the module cache.
@@ -65,7 +65,8 @@ type Options struct {
 	Heartbeat time.Duration
 }
 
-// Default fills unset options from the environment.
+// Default fills unset options (the cache folder from KPAAS_CACHE, the
+// source folder from the working directory).
 func (o *Options) Default() error {
 	if o.Go == "" {
 		o.Go = "go"
@@ -86,13 +87,6 @@ func (o *Options) Default() error {
 	}
 	if o.SourceDateEpoch.IsZero() {
 		o.SourceDateEpoch = time.Unix(0, 0).UTC()
-		if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-			sec, err := strconv.ParseInt(s, 10, 64)
-			if err != nil {
-				return fmt.Errorf("SOURCE_DATE_EPOCH %q: %w", s, err)
-			}
-			o.SourceDateEpoch = time.Unix(sec, 0).UTC()
-		}
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
