@@ -1,7 +1,8 @@
-// Package progress is the one progress protocol of kpaas and kpaas-agent:
-// steps print `phase NAME (n/m): done in 1.2s` (or `failed: …`), long
-// transfers show a bar that redraws in place on a terminal and plain lines,
-// at most every few seconds, in logs and CI.
+// Package progress is the one progress stream of kpaas, kpaas-init and
+// kpaas-agent: internal/steps prints its `phase NAME (n/m): done in 1.2s`
+// lines through a Reporter (quiet keeps the failures), long transfers show
+// a bar that redraws in place on a terminal and plain lines, at most every
+// few seconds, in logs and CI.
 package progress
 
 import (
