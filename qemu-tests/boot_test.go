@@ -20,6 +20,7 @@ import (
 	"kpaas.dev/appliance/builder/osimage"
 	"kpaas.dev/appliance/images"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/names"
 	"kpaas.dev/appliance/qemu-tests/vm"
 )
 
@@ -132,7 +133,7 @@ func gptDisk(t *testing.T, out, rootImg, bundleImg string, stateMiB int64) {
 	}
 	cmd := exec.Command("sfdisk", "-q", out)
 	cmd.Stdin = strings.NewReader(fmt.Sprintf("label: gpt\nsize=%dMiB, name=%s\nsize=%dMiB, name=%s\nname=%s\n",
-		rootMiB, earlyboot.PartRootA, bundleMiB, earlyboot.PartBundle, earlyboot.PartState))
+		rootMiB, names.PartRootA, bundleMiB, names.PartBundle, names.PartState))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("sfdisk: %v\n%s", err, b)
 	}

@@ -25,27 +25,6 @@ import (
 	"unicode/utf16"
 )
 
-// Names of the partitions and file systems kpaas media carry.
-const (
-	PartRootA  = "KPAAS-ROOT-A"
-	PartRootB  = "KPAAS-ROOT-B"
-	PartBundle = "KPAAS-BUNDLE"
-	PartState  = "KPAAS-STATE"
-	PartConfig = "KPAAS-CONFIG"
-	// PartESP is the GPT name of the media's EFI system partition.
-	PartESP = "EFI"
-	// ISOLabel is the volume id of the kpaas ISO.
-	ISOLabel = "KPAAS"
-	// On the ISO: the root squashfs and the bundle folder.
-	ISORoot   = "kpaas/root.squashfs"
-	ISOBundle = "kpaas/bundle.squashfs"
-	// ISOESP is the ISO's EFI image: the ESP's files, for UEFI boot.
-	ISOESP = "boot/efiboot.img"
-	// ESPConfig is where `kpaas image build --config` puts the cluster
-	// configuration on the ESP (and in the ISO's EFI image).
-	ESPConfig = "kpaas/cluster.yaml"
-)
-
 // Device is one block device as sysfs describes it, plus what Probe found
 // on it.
 type Device struct {

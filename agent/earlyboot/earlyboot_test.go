@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"kpaas.dev/appliance/internal/names"
 	"kpaas.dev/appliance/internal/testenv"
 )
 
@@ -165,11 +166,11 @@ func TestParseCmdline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Root != PartRootB || !c.Live || c.Wait != 5*time.Second || strings.Join(c.Modules, ",") != "e1000,nvme" || !c.Debug || c.Init != "/lib/systemd/systemd" {
+	if c.Root != names.PartRootB || !c.Live || c.Wait != 5*time.Second || strings.Join(c.Modules, ",") != "e1000,nvme" || !c.Debug || c.Init != "/lib/systemd/systemd" {
 		t.Errorf("%+v", c)
 	}
 	c, _ = ParseCmdline("quiet")
-	if c.Root != PartRootA || c.Wait != 30*time.Second || c.Init != "/sbin/init" || c.Live {
+	if c.Root != names.PartRootA || c.Wait != 30*time.Second || c.Init != "/sbin/init" || c.Live {
 		t.Errorf("defaults %+v", c)
 	}
 	if _, err := ParseCmdline("kpaas.wait=soon"); err == nil {

@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"kpaas.dev/appliance/internal/names"
 )
 
 // sfdiskCheck verifies an image with sfdisk, the independent tool, and
@@ -38,7 +40,7 @@ func sfdiskCheck(t *testing.T, img string) int64 {
 		t.Fatal(err)
 	}
 	ps := pt.PartitionTable.Partitions
-	if len(ps) != 3 || ps[2].Name != PartState || ps[2].Start != 67584 {
+	if len(ps) != 3 || ps[2].Name != names.PartState || ps[2].Start != 67584 {
 		t.Fatalf("sfdisk reads %+v", ps)
 	}
 	return ps[2].Size

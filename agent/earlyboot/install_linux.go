@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kpaas.dev/appliance/internal/diskplan"
+	"kpaas.dev/appliance/internal/names"
 )
 
 // install writes the ISO's disk image onto the target disk (ChooseTarget),
@@ -85,9 +86,9 @@ func (m *Machine) install(ctx context.Context, devs []Device, found Found) error
 		return fmt.Errorf("size of %s: %w", target, err)
 	}
 	if p, grown, err := GrowGPT(f, int64(size), plan.StatePartition); err != nil {
-		m.logf("install: warning: %s not grown (the first boot tries again): %v", PartState, err)
+		m.logf("install: warning: %s not grown (the first boot tries again): %v", names.PartState, err)
 	} else if grown {
-		m.logf("install: %s spans %s to the end of %s", PartState, humanSize(int64(p.LastLBA-p.FirstLBA+1)*512), target)
+		m.logf("install: %s spans %s to the end of %s", names.PartState, humanSize(int64(p.LastLBA-p.FirstLBA+1)*512), target)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", target, err)

@@ -7,12 +7,13 @@ import (
 	"testing"
 
 	"kpaas.dev/appliance/internal/diskplan"
+	"kpaas.dev/appliance/internal/names"
 )
 
 func TestChooseTarget(t *testing.T) {
 	const gib = int64(1) << 30
 	plan := &diskplan.Plan{DiskSize: 2 * gib, DiskGUID: "6a1c3b9e-0000-4000-8000-000000000001"}
-	sr0 := Device{Name: "sr0", Size: gib, FS: FS{Type: "iso9660", Label: ISOLabel}}
+	sr0 := Device{Name: "sr0", Size: gib, FS: FS{Type: "iso9660", Label: names.ISOLabel}}
 	iso := Found{ISO: &sr0}
 	blank := func(name string, size int64) Device { return Device{Name: name, Size: size} }
 	none := func(Device) DiskInfo { return DiskInfo{} }
@@ -39,14 +40,14 @@ func TestChooseTarget(t *testing.T) {
 		{name: "none", devs: []Device{sr0, blank("vda", gib), {Name: "vdb", Size: 4 * gib, ReadOnly: true}}, found: iso, want: InstallAuto, info: none,
 			err: "no empty disk of at least 2.0 GiB (/dev/sr0: the installer's own medium; /dev/vda: 1.0 GiB, the image needs 2.0 GiB; /dev/vdb: read-only)"},
 		{name: "installed already, booted from the ISO again",
-			devs:  []Device{sr0, blank("vda", 4*gib), {Name: "vda1", Disk: "vda", PartN: 1, PartName: PartRootA}, blank("vdb", 4*gib)},
+			devs:  []Device{sr0, blank("vda", 4*gib), {Name: "vda1", Disk: "vda", PartN: 1, PartName: names.PartRootA}, blank("vdb", 4*gib)},
 			found: iso, want: InstallAuto, info: tables(map[string]DiskInfo{"vda": {Table: "gpt", GUID: strings.ToUpper(plan.DiskGUID)}}), disk: "vda", already: true},
 		{name: "named, with data", devs: []Device{sr0, blank("vda", 4*gib), {Name: "vda1", Disk: "vda", PartN: 1}}, found: iso, want: "/dev/vda", info: none,
 			disk: "vda", held: "holds 1 partitions"},
 		{name: "named, missing", devs: []Device{sr0, blank("vda", 4*gib)}, found: iso, want: "/dev/sdz", info: none,
 			err: "kpaas.install=/dev/sdz: no such disk (disks: /dev/sr0, /dev/vda)"},
 		{name: "named, the USB stick itself",
-			devs:  []Device{{Name: "sda", Size: 4 * gib, FS: FS{Type: "iso9660", Label: ISOLabel}}, {Name: "sda1", Disk: "sda", PartN: 1, FS: FS{Type: "iso9660", Label: ISOLabel}}, blank("vda", 4*gib)},
+			devs:  []Device{{Name: "sda", Size: 4 * gib, FS: FS{Type: "iso9660", Label: names.ISOLabel}}, {Name: "sda1", Disk: "sda", PartN: 1, FS: FS{Type: "iso9660", Label: names.ISOLabel}}, blank("vda", 4*gib)},
 			found: Found{ISO: &Device{Name: "sda1", Disk: "sda", PartN: 1}}, want: "/dev/sda", info: none,
 			err: "kpaas.install=/dev/sda: the installer's own medium"},
 	}

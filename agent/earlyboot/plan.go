@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"kpaas.dev/appliance/internal/names"
 )
 
 // Config is what the kernel command line says to kpaas-init (kpaas.*).
@@ -23,7 +25,7 @@ type Config struct {
 
 // ParseCmdline reads the kpaas options from a kernel command line.
 func ParseCmdline(s string) (Config, error) {
-	c := Config{Root: PartRootA, Wait: 30 * time.Second, Init: "/sbin/init"}
+	c := Config{Root: names.PartRootA, Wait: 30 * time.Second, Init: "/sbin/init"}
 	for _, f := range strings.Fields(s) {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
@@ -82,15 +84,15 @@ func Find(devs []Device, c Config) Found {
 		switch {
 		case d.PartName == c.Root && f.Root == nil:
 			f.Root = d
-		case d.PartName == PartBundle && f.Bundle == nil:
+		case d.PartName == names.PartBundle && f.Bundle == nil:
 			f.Bundle = d
-		case d.PartName == PartState && f.State == nil:
+		case d.PartName == names.PartState && f.State == nil:
 			f.State = d
-		case (d.PartName == PartConfig || d.FS.Label == PartConfig) && f.Config == nil:
+		case (d.PartName == names.PartConfig || d.FS.Label == names.PartConfig) && f.Config == nil:
 			f.Config = d
-		case d.FS.Type == "iso9660" && d.FS.Label == ISOLabel && f.ISO == nil:
+		case d.FS.Type == "iso9660" && d.FS.Label == names.ISOLabel && f.ISO == nil:
 			f.ISO = d
-		case d.PartName == PartESP && d.FS.Type == "vfat":
+		case d.PartName == names.PartESP && d.FS.Type == "vfat":
 			esps = append(esps, d)
 		}
 	}
@@ -107,26 +109,23 @@ func Find(devs []Device, c Config) Found {
 func (f Found) Ready(c Config) error {
 	if f.Root != nil {
 		if f.Bundle == nil {
-			return fmt.Errorf("found %s (%s) but no %s partition", c.Root, f.Root.Path(), PartBundle)
+			return fmt.Errorf("found %s (%s) but no %s partition", c.Root, f.Root.Path(), names.PartBundle)
 		}
 		return nil
 	}
 	if f.ISO != nil {
 		return nil
 	}
-	return fmt.Errorf("no partition named %s and no ISO labelled %s", c.Root, ISOLabel)
+	return fmt.Errorf("no partition named %s and no ISO labelled %s", c.Root, names.ISOLabel)
 }
 
 // Paths inside the initramfs and the new root.
 const (
-	NewRoot   = "/sysroot"
-	roDir     = "/kpaas/ro"    // the root squashfs
-	stateDir  = "/kpaas/state" // the state file system (or a tmpfs)
-	mediaDir  = "/kpaas/media" // the ISO
-	runKpaas  = NewRoot + "/run/kpaas"
-	BundleDir = "/run/kpaas/bundle" // in the new root
-	ConfigDir = "/run/kpaas/config"
-	ESPDir    = "/run/kpaas/esp" // the media's ESP (or the ISO's EFI image), read-only
+	NewRoot  = "/sysroot"
+	roDir    = "/kpaas/ro"    // the root squashfs
+	stateDir = "/kpaas/state" // the state file system (or a tmpfs)
+	mediaDir = "/kpaas/media" // the ISO
+	runKpaas = NewRoot + names.RunDir
 	// VFATOptions are the options of every vfat mount: the kernel's default
 	// iocharset (Debian: ascii) is a module the initramfs does not carry;
 	// nls_utf8 it does.
@@ -205,7 +204,7 @@ func Plan(f Found, c Config) ([]Step, error) {
 	if iso {
 		mkdir(mediaDir)
 		add(Step{Op: OpMount, Source: f.ISO.Path(), Target: mediaDir, FSType: "iso9660", RO: true},
-			Step{Op: OpLoop, Source: mediaDir + "/" + ISORoot, Target: roDir, FSType: "squashfs", RO: true})
+			Step{Op: OpLoop, Source: mediaDir + "/" + names.ISORoot, Target: roDir, FSType: "squashfs", RO: true})
 	} else {
 		add(Step{Op: OpMount, Source: f.Root.Path(), Target: roDir, FSType: "squashfs", RO: true})
 	}
@@ -218,9 +217,9 @@ func Plan(f Found, c Config) ([]Step, error) {
 			if f.State.Disk != "" && f.State.PartN > 0 {
 				add(Step{Op: OpGrow, Source: "/dev/" + f.State.Disk, Target: f.State.Path(), Data: strconv.Itoa(f.State.PartN)})
 			}
-			add(Step{Op: OpFormat, Source: f.State.Path(), Target: roDir, Data: PartState})
+			add(Step{Op: OpFormat, Source: f.State.Path(), Target: roDir, Data: names.PartState})
 		} else if f.State.FS.Type != "ext4" {
-			return nil, fmt.Errorf("%s (%s) holds %s, not ext4: refusing to touch it", PartState, f.State.Path(), f.State.FS.Type)
+			return nil, fmt.Errorf("%s (%s) holds %s, not ext4: refusing to touch it", names.PartState, f.State.Path(), f.State.FS.Type)
 		}
 		add(Step{Op: OpMount, Source: f.State.Path(), Target: stateDir, FSType: "ext4"})
 	} else {
@@ -237,36 +236,36 @@ func Plan(f Found, c Config) ([]Step, error) {
 	add(Step{Op: OpMount, Source: "tmpfs", Target: NewRoot + "/run", FSType: "tmpfs", Data: "mode=0755,nosuid,nodev"})
 	mkdir(runKpaas+"/bundle", runKpaas+"/ro", runKpaas+"/state")
 	if iso {
-		add(Step{Op: OpLoop, Source: mediaDir + "/" + ISOBundle, Target: NewRoot + BundleDir, FSType: "squashfs", RO: true})
+		add(Step{Op: OpLoop, Source: mediaDir + "/" + names.ISOBundle, Target: NewRoot + names.BundleDir, FSType: "squashfs", RO: true})
 	} else {
 		if f.Bundle.FS.Type == "" {
-			return nil, fmt.Errorf("%s (%s) holds no file system kpaas-init recognises", PartBundle, f.Bundle.Path())
+			return nil, fmt.Errorf("%s (%s) holds no file system kpaas-init recognises", names.PartBundle, f.Bundle.Path())
 		}
-		add(Step{Op: OpMount, Source: f.Bundle.Path(), Target: NewRoot + BundleDir, FSType: f.Bundle.FS.Type, RO: true})
+		add(Step{Op: OpMount, Source: f.Bundle.Path(), Target: NewRoot + names.BundleDir, FSType: f.Bundle.FS.Type, RO: true})
 	}
 	// The ESP: `kpaas image build --config` puts the cluster configuration
 	// there; it is the config unless a config disk is attached.
 	esp := false
 	if iso {
-		mkdir(NewRoot + ESPDir)
-		add(Step{Op: OpLoop, Source: mediaDir + "/" + ISOESP, Target: NewRoot + ESPDir, FSType: "vfat", Data: VFATOptions, RO: true, IfExists: true})
+		mkdir(NewRoot + names.ESPDir)
+		add(Step{Op: OpLoop, Source: mediaDir + "/" + names.ISOESP, Target: NewRoot + names.ESPDir, FSType: "vfat", Data: VFATOptions, RO: true, IfExists: true})
 		esp = true
 	} else if f.ESP != nil {
-		mkdir(NewRoot + ESPDir)
-		add(Step{Op: OpMount, Source: f.ESP.Path(), Target: NewRoot + ESPDir, FSType: "vfat", Data: VFATOptions, RO: true})
+		mkdir(NewRoot + names.ESPDir)
+		add(Step{Op: OpMount, Source: f.ESP.Path(), Target: NewRoot + names.ESPDir, FSType: "vfat", Data: VFATOptions, RO: true})
 		esp = true
 	}
 	if f.Config != nil {
-		mkdir(NewRoot + ConfigDir)
+		mkdir(NewRoot + names.ConfigDir)
 		var data string
 		if f.Config.FS.Type == "vfat" {
 			// FAT has no owners or modes: the config disk carries the
 			// cluster's secrets, so only root may read them.
 			data = VFATOptions + "," + ConfigVFATPrivate
 		}
-		add(Step{Op: OpMount, Source: f.Config.Path(), Target: NewRoot + ConfigDir, FSType: f.Config.FS.Type, Data: data, RO: true})
+		add(Step{Op: OpMount, Source: f.Config.Path(), Target: NewRoot + names.ConfigDir, FSType: f.Config.FS.Type, Data: data, RO: true})
 	} else if esp {
-		add(Step{Op: OpBind, Source: NewRoot + ESPDir + "/" + ESPConfig, Target: NewRoot + ConfigDir + "/" + filepath.Base(ESPConfig), IfExists: true})
+		add(Step{Op: OpBind, Source: NewRoot + names.ESPDir + "/" + names.ESPConfig, Target: NewRoot + names.ConfigDir + "/" + filepath.Base(names.ESPConfig), IfExists: true})
 	}
 	add(Step{Op: OpMove, Source: roDir, Target: runKpaas + "/ro"},
 		Step{Op: OpMove, Source: stateDir, Target: runKpaas + "/state"})

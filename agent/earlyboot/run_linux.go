@@ -22,6 +22,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kpaas.dev/appliance/agent/kmod"
+	"kpaas.dev/appliance/internal/names"
+	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/internal/steps"
 )
 
 // Machine performs a boot on the running system. Console receives the
@@ -68,30 +71,22 @@ func (m *Machine) Boot(ctx context.Context) error {
 	var found Found
 	var devs []Device
 	var plan []Step
-	type phase struct {
-		name string
-		run  func() error
-	}
-	phases := []phase{
-		{"modules", m.loadModules},
-		{"devices", func() (err error) { found, devs, err = m.waitDevices(ctx); return err }},
+	phases := []steps.Step{
+		{Name: "modules", Run: func(context.Context) error { return m.loadModules() }},
+		{Name: "devices", Run: func(ctx context.Context) (err error) { found, devs, err = m.waitDevices(ctx); return err }},
 	}
 	if m.Config.Install != "" {
 		// writes the disk and reboots; returns only when the disk is
 		// installed already (or this is not the ISO): the boot goes on
-		phases = append(phases, phase{"install", func() error { return m.install(ctx, devs, found) }})
+		phases = append(phases, steps.Step{Name: "install", Run: func(ctx context.Context) error { return m.install(ctx, devs, found) }})
 	}
 	phases = append(phases,
-		phase{"plan", func() (err error) { plan, err = Plan(found, m.Config); return err }},
-		phase{"mounts", func() error { return m.perform(plan) }},
+		steps.Step{Name: "plan", Run: func(context.Context) (err error) { plan, err = Plan(found, m.Config); return err }},
+		steps.Step{Name: "mounts", Run: func(context.Context) error { return m.perform(plan) }},
 	)
-	for i, p := range phases {
-		t := time.Now()
-		if err := p.run(); err != nil {
-			m.logf("phase %s (%d/%d): failed: %v", p.name, i+1, len(phases), err)
-			return fmt.Errorf("%s: %w", p.name, err)
-		}
-		m.logf("phase %s (%d/%d): done in %.1fs", p.name, i+1, len(phases), time.Since(t).Seconds())
+	r := &steps.Runner{Progress: progress.New(m.Console, progress.Terminal(false), progress.Prefix("kpaas-init: "))}
+	if err := r.Run(ctx, phases); err != nil {
+		return err // a *steps.StepError: "PHASE: cause"
 	}
 	// Lstat: /sbin/init is an absolute symlink, valid only after the switch.
 	if _, err := os.Lstat(NewRoot + m.Config.Init); err != nil {
@@ -336,7 +331,7 @@ func (m *Machine) grow(disk, part, n string) error {
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKPG, uintptr(unsafe.Pointer(&arg))); errno != 0 {
 		return fmt.Errorf("the GPT of %s is grown but the kernel was not told (BLKPG_RESIZE_PARTITION): %w", disk, errno)
 	}
-	m.logf("grew %s (%s) to %s", PartState, part, humanSize(bp.Length))
+	m.logf("grew %s (%s) to %s", names.PartState, part, humanSize(bp.Length))
 	return nil
 }
 

@@ -14,12 +14,6 @@ import (
 	"kpaas.dev/appliance/internal/bundle"
 )
 
-// Default locations, where kpaas-init mounts them.
-const (
-	BundleDir = "/run/kpaas/bundle"
-	ConfigDir = "/run/kpaas/config"
-)
-
 // Report describes the node's bundle and config.
 type Report struct {
 	Name, Version string // from the lock

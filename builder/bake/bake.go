@@ -17,6 +17,7 @@ import (
 	"kpaas.dev/appliance/builder/source"
 	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/internal/steps"
 )
 
 // Options configure one bake.
@@ -37,7 +38,9 @@ type Options struct {
 	// Jobs is how many blobs are copied at once (default 4).
 	Jobs int
 	// Epoch is the timestamp recorded in generated content (charts packaged
-	// from folders, the SBOM): SOURCE_DATE_EPOCH, default 0.
+	// from folders, the SBOM), used as given: the zero time.Time is
+	// recorded as such. `kpaas bake` sets it from SOURCE_DATE_EPOCH, else
+	// the Unix epoch; the library does not read the environment.
 	Epoch time.Time
 	// Progress reports steps and transfers (default: discard).
 	Progress *progress.Reporter
@@ -80,37 +83,34 @@ type state struct {
 	summary  Summary
 }
 
-type step struct {
-	name string
-	run  func(context.Context, *state) error
-}
-
-// steps is the whole bake, in order.
-func steps() []step {
-	return []step{
-		{"manifest", loadManifest},  // parse and validate the manifest
-		{"charts", fetchCharts},     // fetch every chart, render it, list its images
-		{"resolve", resolveImages},  // pin every image (manifest ∪ charts − excluded) to a digest
-		{"images", writeImages},     // copy image blobs into the layout
-		{"files", writeFiles},       // copy host files, verified against sha256
-		{"index", writeIndex},       // index.json and kpaas-lock.json
-		{"metadata", writeMetadata}, // SBOM, SHA256SUMS, signature; sync to disk
+// bakeSteps is the whole bake, in order, each step reading what earlier ones
+// set in st.
+func bakeSteps(st *state) []steps.Step {
+	step := func(name string, run func(context.Context, *state) error) steps.Step {
+		return steps.Step{Name: name, Run: func(ctx context.Context) error { return run(ctx, st) }}
+	}
+	return []steps.Step{
+		step("manifest", loadManifest),  // parse and validate the manifest
+		step("charts", fetchCharts),     // fetch every chart, render it, list its images
+		step("resolve", resolveImages),  // pin every image (manifest ∪ charts − excluded) to a digest
+		step("images", writeImages),     // copy image blobs into the layout
+		step("files", writeFiles),       // copy host files, verified against sha256
+		step("index", writeIndex),       // index.json and kpaas-lock.json
+		step("metadata", writeMetadata), // SBOM, SHA256SUMS, signature; sync to disk
 	}
 }
 
-// Bake runs every step of a bake.
+// Bake runs every step of a bake. A failed step's error is a
+// *steps.StepError naming the step and wrapping the cause.
 func Bake(ctx context.Context, opts Options) (*Summary, error) {
 	if opts.Progress == nil {
 		opts.Progress = progress.Discard()
 	}
 	start := time.Now()
 	st := &state{opts: opts}
-	all := steps()
-	for i, s := range all {
-		err := opts.Progress.Step(s.name, i+1, len(all), func() error { return s.run(ctx, st) })
-		if err != nil {
-			return nil, err
-		}
+	r := &steps.Runner{Progress: opts.Progress}
+	if err := r.Run(ctx, bakeSteps(st)); err != nil {
+		return nil, err
 	}
 	st.summary.Bundle = opts.Out
 	st.summary.Duration = time.Since(start)

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -57,9 +55,12 @@ resumes. SOURCE_DATE_EPOCH sets the time recorded in generated content.`,
 			for _, h := range insecure {
 				opts.Registry.Insecure[h] = true
 			}
-			epoch, err := sourceDateEpoch()
+			epoch, ok, err := sourceDateEpoch()
 			if err != nil {
 				return err
+			}
+			if !ok {
+				epoch = time.Unix(0, 0).UTC()
 			}
 			opts.Epoch = epoch
 			if signKey != "" {
@@ -105,17 +106,4 @@ func printSummary(s *streams, sum *bake.Summary) {
 		progress.Bytes(sum.UniqueBytes), progress.Bytes(sum.LogicalBytes), progress.Bytes(sum.DedupSaved),
 		sum.Written.BlobsWritten, progress.Bytes(sum.Written.BytesWritten), sum.Written.BlobsSkipped,
 		signed, sum.Duration.Round(time.Millisecond))
-}
-
-// sourceDateEpoch reads SOURCE_DATE_EPOCH (default: the Unix epoch).
-func sourceDateEpoch() (time.Time, error) {
-	v := os.Getenv("SOURCE_DATE_EPOCH")
-	if v == "" {
-		return time.Unix(0, 0).UTC(), nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q: not a number of seconds", v)
-	}
-	return time.Unix(n, 0).UTC(), nil
 }

@@ -13,11 +13,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"kpaas.dev/appliance/agent/earlyboot"
 	"kpaas.dev/appliance/api/cluster/v1alpha1"
 	"kpaas.dev/appliance/builder/disk"
 	"kpaas.dev/appliance/internal/atomicfile"
 	"kpaas.dev/appliance/internal/clustersecrets"
+	"kpaas.dev/appliance/internal/names"
 )
 
 func newClusterCmd(s *streams) *cobra.Command {
@@ -324,7 +324,7 @@ func lintCluster(file string) lintResult {
 }
 
 // ConfigLabel is the FAT label of a config disk. The agent finds the disk
-// by its GPT partition name, earlyboot.PartConfig ("KPAAS-CONFIG"), which
+// by its GPT partition name, names.PartConfig ("KPAAS-CONFIG"), which
 // is one character too long for a FAT label.
 const ConfigLabel = "KPAASCONFIG"
 
@@ -363,12 +363,12 @@ byte-reproducible with SOURCE_DATE_EPOCH set.`,
 			if asJSON {
 				return writeJSON(s.out, res)
 			}
-			var names []string
+			var paths []string
 			for _, f := range res.Image.Files {
-				names = append(names, strings.TrimPrefix(f.Path, "/"))
+				paths = append(paths, strings.TrimPrefix(f.Path, "/"))
 			}
 			fmt.Fprintf(s.out, "wrote %s (0600, %d MiB, partition %s, label %s) for node %s (%s): %s\n",
-				res.Image.Path, res.Image.Size>>20, earlyboot.PartConfig, ConfigLabel, res.Node, res.Role, strings.Join(names, ", "))
+				res.Image.Path, res.Image.Size>>20, names.PartConfig, ConfigLabel, res.Node, res.Role, strings.Join(paths, ", "))
 			return nil
 		},
 	}
@@ -387,15 +387,15 @@ func writeConfigDisk(cmd *cobra.Command, dir, nodeName, out string) (*configDisk
 		return nil, err
 	}
 	var node *v1alpha1.Node
-	var names []string
+	var nodes []string
 	for i := range c.Nodes {
-		names = append(names, c.Nodes[i].Name)
+		nodes = append(nodes, c.Nodes[i].Name)
 		if c.Nodes[i].Name == nodeName {
 			node = &c.Nodes[i]
 		}
 	}
 	if node == nil {
-		return nil, fmt.Errorf("%s has no node %q (nodes: %s): add it first", clusterFile, nodeName, strings.Join(names, ", "))
+		return nil, fmt.Errorf("%s has no node %q (nodes: %s): add it first", clusterFile, nodeName, strings.Join(nodes, ", "))
 	}
 	secrets, err := clustersecrets.Load(dir)
 	if err != nil {
@@ -409,7 +409,13 @@ func writeConfigDisk(cmd *cobra.Command, dir, nodeName, out string) (*configDisk
 		}
 		files["/"+v1alpha1.SecretsDir+"/"+name] = disk.FromBytes(b)
 	}
-	sum, err := disk.WriteFATDisk(cmd.Context(), out, earlyboot.PartConfig, ConfigLabel, files)
+	var opts []disk.Option
+	if epoch, ok, err := sourceDateEpoch(); err != nil {
+		return nil, err
+	} else if ok {
+		opts = append(opts, disk.WithTime(epoch))
+	}
+	sum, err := disk.WriteFATDisk(cmd.Context(), out, names.PartConfig, ConfigLabel, files, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"kpaas.dev/appliance/agent/earlyboot"
 	"kpaas.dev/appliance/api/cluster/v1alpha1"
 	"kpaas.dev/appliance/internal/clustersecrets"
+	"kpaas.dev/appliance/internal/names"
 )
 
 // cli runs the CLI and returns stdout and stderr together, for the
@@ -276,7 +277,7 @@ func configFS(t *testing.T, img string) map[string][]byte {
 	start, size := int64(p.FirstLBA)*512, int64(p.LastLBA-p.FirstLBA+1)*512
 	dev := earlyboot.Device{Name: "sdb1", Disk: "sdb", PartN: 1, PartName: p.Name,
 		FS: earlyboot.Probe(io.NewSectionReader(f, start, size))}
-	found := earlyboot.Find([]earlyboot.Device{dev}, earlyboot.Config{Root: earlyboot.PartRootA})
+	found := earlyboot.Find([]earlyboot.Device{dev}, earlyboot.Config{Root: names.PartRootA})
 	if found.Config == nil || found.Config.FS.Type != "vfat" {
 		t.Fatalf("earlyboot does not take %+v for the config disk", dev)
 	}

@@ -84,6 +84,13 @@ See docs/media.md.`,
 				}
 				opts.DiskSize = n
 			}
+			epoch, ok, err := sourceDateEpoch()
+			if err != nil {
+				return err
+			}
+			if ok {
+				opts.Time = epoch
+			}
 			opts.Progress = progress.New(s.err, progress.Quiet(quiet))
 			sum, err := image.Build(cmd.Context(), opts)
 			if err != nil {

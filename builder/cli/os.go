@@ -49,8 +49,12 @@ A bundle names the image as os.image and bakes with --mirror DIR's parent
 			if err != nil {
 				return err
 			}
-			if opts.Epoch, err = osimage.EpochFromEnv(); err != nil {
+			epoch, ok, err := sourceDateEpoch()
+			if err != nil {
 				return err
+			}
+			if ok {
+				opts.Epoch = epoch.Unix()
 			}
 			if out == "" {
 				out = filepath.Join("out", "os", def.Metadata.Name)

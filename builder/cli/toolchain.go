@@ -36,9 +36,17 @@ A cold build takes about 30–45 minutes on 2 cores; a cached one seconds.
 Before compiling anything it checks the host (gcc, binutils, static libc and
 libseccomp, pkg-config, apt lists, the go version) and names the Debian
 packages that are missing. A component being compiled prints its expected
-cold time when it starts and a line every minute while it runs.`,
+cold time when it starts and a line every minute while it runs.
+SOURCE_DATE_EPOCH sets the time of every image file and config (default 0).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			epoch, ok, err := sourceDateEpoch()
+			if err != nil {
+				return err
+			}
+			if ok {
+				opts.SourceDateEpoch = epoch
+			}
 			opts.Progress = s.err
 			if verbose {
 				opts.Log = s.err

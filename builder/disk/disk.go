@@ -7,8 +7,9 @@
 // (kernel, initrd, boot loader and its entries), the OS root file system and
 // the bundle, each a folder to pack as squashfs or a squashfs image made
 // before. WriteRaw, WriteQCOW2 and WriteISO (or Write, by Format) turn it
-// into one file; they write OUT.tmp and rename it to OUT at the end, so a
-// failed or cancelled build leaves nothing behind.
+// into one file; they write a temp file beside OUT (internal/atomicfile:
+// .tmp-NAME-*) and rename it to OUT at the end, so a failed or cancelled
+// build leaves nothing behind.
 //
 // The raw disk (docs/media.md has the picture):
 //
@@ -42,10 +43,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"time"
 
 	"kpaas.dev/appliance/builder/disk/squashfs"
+	"kpaas.dev/appliance/internal/names"
 )
 
 // Format is an output format.
@@ -70,15 +71,16 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("unsupported image format %q (want raw, qcow2 or iso)", s)
 }
 
-// Partition names (GPT names; the ESP's FAT label is EFI too).
+// Partition names (GPT names; the ESP's FAT label is EFI too): the names
+// of internal/names, which kpaas-init looks for.
 const (
-	NameESP    = "EFI"
-	NameRootA  = "KPAAS-ROOT-A"
-	NameRootB  = "KPAAS-ROOT-B"
-	NameBundle = "KPAAS-BUNDLE"
-	NameState  = "KPAAS-STATE"
+	NameESP    = names.PartESP
+	NameRootA  = names.PartRootA
+	NameRootB  = names.PartRootB
+	NameBundle = names.PartBundle
+	NameState  = names.PartState
 	// ISOLabel is the ISO 9660 volume identifier.
-	ISOLabel = "KPAAS"
+	ISOLabel = names.ISOLabel
 )
 
 // Partition type GUIDs.
@@ -89,8 +91,8 @@ const (
 
 // Paths of the boot files on the ESP and on the ISO.
 const (
-	KernelPath = "/kpaas/vmlinuz"
-	InitrdPath = "/kpaas/initrd.img"
+	KernelPath = names.KernelPath
+	InitrdPath = names.InitrdPath
 )
 
 const (
@@ -243,8 +245,9 @@ type options struct {
 func WithSeed(seed string) Option { return func(o *options) { o.seed = seed } }
 
 // WithTime sets the one timestamp written everywhere (FAT entries, squashfs
-// mkfs time, clamp of file mtimes). By default it is $SOURCE_DATE_EPOCH, or
-// else the newest mtime of the inputs.
+// mkfs time, clamp of file mtimes). By default it is the newest mtime of
+// the inputs. The package does not read the environment: the CLI passes
+// SOURCE_DATE_EPOCH here.
 func WithTime(t time.Time) Option { return func(o *options) { o.time = t } }
 
 // WithProgress sets a callback for the bytes written by long steps.
@@ -266,13 +269,6 @@ func newOptions(opts []Option) *options {
 	o := &options{}
 	for _, fn := range opts {
 		fn(o)
-	}
-	if o.time.IsZero() {
-		if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-			if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-				o.time = time.Unix(n, 0).UTC()
-			}
-		}
 	}
 	return o
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
 // TypeBasicData is the GPT type of a FAT data partition that every OS
@@ -25,11 +27,11 @@ const TypeBasicData = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
 // GPT partition name (KPAAS-CONFIG, which earlyboot.Find matches);
 // the label is for people. Keys of files are absolute paths inside the
 // file system ("/cluster.yaml"). The file system is at least 8 MiB, the
-// image sparse; out is written 0600 through OUT.tmp and renamed, since a
-// config disk carries secrets. Summary.Partitions has the one partition.
+// image sparse; out is written 0600 (its temp file too) and renamed into
+// place, since a config disk carries secrets. Summary.Partitions has the one partition.
 //
 // Like the other writers it is reproducible: every timestamp is the time of
-// WithTime (by default $SOURCE_DATE_EPOCH, else the newest input file's
+// WithTime (by default the newest input file's
 // mtime), and the disk and partition GUIDs and the volume serial are
 // derived from WithSeed (by default the content). `kpaas cluster
 // config-disk` writes KPAAS-CONFIG disks with it.
@@ -84,18 +86,6 @@ func WriteFATDisk(ctx context.Context, out, name, label string, files map[string
 		Offset: mib, Size: fatSize, Used: need, Filesystem: "vfat"}
 	size := fatSize + 2*mib // the table before, its backup after
 
-	tmp := out + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	err = f.Chmod(0o600) // an OUT.tmp left over keeps its mode otherwise
-	if err == nil {
-		err = f.Truncate(size)
-	}
-	if err == nil {
-		err = writeFAT(f, part.Offset, part.Size, fat16Kind, label, files, t, deriveSerial(seed, "fat-serial"), o.report("fat"))
-	}
 	table := &gpt.Table{
 		LogicalSectorSize:  512,
 		PhysicalSectorSize: 512,
@@ -111,22 +101,19 @@ func WriteFATDisk(ctx context.Context, out, name, label string, files map[string
 			GUID:  part.GUID,
 		}},
 	}
-	if err == nil {
-		if werr := table.Write(f, size); werr != nil {
-			err = fmt.Errorf("writing partition table: %w", werr)
+	err = atomicfile.Write(out, 0o600, func(f *os.File) error {
+		if err := f.Truncate(size); err != nil {
+			return err
 		}
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, out)
-	}
+		if err := writeFAT(f, part.Offset, part.Size, fat16Kind, label, files, t, deriveSerial(seed, "fat-serial"), o.report("fat")); err != nil {
+			return err
+		}
+		if err := table.Write(f, size); err != nil {
+			return fmt.Errorf("writing partition table: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		os.Remove(tmp)
 		return nil, fmt.Errorf("writing %s: %w", out, err)
 	}
 	sum := &Summary{Format: Raw, Path: out, Size: size, DiskGUID: table.GUID, Partitions: []Partition{part}, Time: t}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kpaas.dev/appliance/internal/atomicfile"
 	"kpaas.dev/appliance/internal/testenv"
 )
 
@@ -155,9 +156,12 @@ func extract(t *testing.T, img string, off, n int64) string {
 
 func noLeftovers(t *testing.T, out string) {
 	t.Helper()
-	for _, p := range []string{out, out + ".tmp", out + ".tmp.d", out + ".raw.tmp"} {
+	for _, p := range []string{out, out + ".tmp.d", out + ".raw.tmp"} {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s left behind", p)
 		}
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(out), atomicfile.TempPrefix+filepath.Base(out)+"-*")); len(tmps) > 0 {
+		t.Errorf("temp files left behind: %v", tmps)
 	}
 }

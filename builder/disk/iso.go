@@ -19,13 +19,15 @@ import (
 
 	"kpaas.dev/appliance/builder/disk/isohybrid"
 	"kpaas.dev/appliance/builder/disk/squashfs"
+	"kpaas.dev/appliance/internal/names"
+	"kpaas.dev/appliance/internal/steps"
 )
 
 // Paths inside the ISO.
 const (
-	ISORootPath    = "/kpaas/root.squashfs"
-	ISOBundlePath  = "/kpaas/bundle.squashfs"
-	ISOEFIBootPath = "/boot/efiboot.img"
+	ISORootPath    = "/" + names.ISORoot
+	ISOBundlePath  = "/" + names.ISOBundle
+	ISOEFIBootPath = "/" + names.ISOESP
 	isolinuxDir    = "/isolinux"
 	// InstallArg is the kernel argument of the ISO's "install" entry: the
 	// node installs the disk layout onto its disk and reboots into it.
@@ -164,24 +166,22 @@ type isoBuild struct {
 
 func (b *isoBuild) run(ctx context.Context) (*Summary, error) {
 	start := time.Now()
-	steps := []struct {
-		name string
-		run  func(context.Context) error
-	}{
-		{"stage", b.stageBoot},       // isolinux, its config, kernel, initrd
-		{"root", b.stageRoot},        // /kpaas/root.squashfs
-		{"bundle", b.stageBundle},    // /kpaas/bundle.squashfs
-		{"install", b.stagePlan},     // /kpaas/install: the disk the install entry writes
-		{"efiboot", b.stageEFIBoot},  // FAT image with the ESP files
-		{"iso", b.writeISO},          // ISO 9660 + Rock Ridge + El Torito
-		{"hybrid", b.writeHybridMBR}, // MBR for USB sticks, padding
+	list := []steps.Step{
+		{Name: "stage", Run: b.stageBoot},       // isolinux, its config, kernel, initrd
+		{Name: "root", Run: b.stageRoot},        // /kpaas/root.squashfs
+		{Name: "bundle", Run: b.stageBundle},    // /kpaas/bundle.squashfs
+		{Name: "install", Run: b.stagePlan},     // /kpaas/install: the disk the install entry writes
+		{Name: "efiboot", Run: b.stageEFIBoot},  // FAT image with the ESP files
+		{Name: "iso", Run: b.writeISO},          // ISO 9660 + Rock Ridge + El Torito
+		{Name: "hybrid", Run: b.writeHybridMBR}, // MBR for USB sticks, padding
 	}
-	for _, s := range steps {
-		t := time.Now()
-		if err := s.run(ctx); err != nil {
-			return nil, fmt.Errorf("ISO, %s: %w", s.name, err)
+	r := &steps.Runner{Observe: func(e steps.Event) {
+		if e.State == steps.Done {
+			b.sum.Steps = append(b.sum.Steps, Step{e.Step, e.Duration})
 		}
-		b.sum.Steps = append(b.sum.Steps, Step{s.name, time.Since(t)})
+	}}
+	if err := r.Run(ctx, list); err != nil {
+		return nil, fmt.Errorf("ISO, %w", err) // "ISO, STEP: cause"
 	}
 	b.sum.Duration = time.Since(start)
 	return b.sum, nil

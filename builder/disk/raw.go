@@ -22,6 +22,8 @@ import (
 	"kpaas.dev/appliance/builder/disk/internal/fatfix"
 	"kpaas.dev/appliance/builder/disk/qcow2"
 	"kpaas.dev/appliance/builder/disk/squashfs"
+	"kpaas.dev/appliance/internal/atomicfile"
+	"kpaas.dev/appliance/internal/steps"
 )
 
 // namespace of the GUIDs derived from a seed (name-based, SHA-1, RFC 4122 §4.3).
@@ -80,26 +82,15 @@ func WriteQCOW2(ctx context.Context, l Layout, out string, opts ...Option) (*Sum
 	return sum, nil
 }
 
-// writeAtomically runs write on out+".tmp" and renames it to out when it
-// succeeded; otherwise it removes it.
+// writeAtomically runs write on a temp file beside out and renames it to
+// out when it succeeded (internal/atomicfile); otherwise it removes it.
 func writeAtomically(out string, write func(*os.File) (*Summary, error)) (*Summary, error) {
-	tmp := out + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	var sum *Summary
+	err := atomicfile.Write(out, 0o644, func(f *os.File) (err error) {
+		sum, err = write(f)
+		return err
+	})
 	if err != nil {
-		return nil, err
-	}
-	sum, err := write(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, out)
-	}
-	if err != nil {
-		os.Remove(tmp)
 		return nil, err
 	}
 	sum.Path = out
@@ -133,21 +124,19 @@ type rawBuild struct {
 func writeRaw(ctx context.Context, f *os.File, l *Layout, o *options) (*Summary, error) {
 	start := time.Now()
 	b := &rawBuild{f: f, l: l, o: o, sum: &Summary{Format: Raw, Firmware: []Firmware{BIOS, UEFI}}}
-	steps := []struct {
-		name string
-		run  func(context.Context) error
-	}{
-		{"esp", b.writeESP},       // FAT32 with the boot files (UEFI and BIOS) at 1 MiB
-		{"root", b.writeRoot},     // squashfs of the root, B reserved after it
-		{"bundle", b.writeBundle}, // squashfs of the bundle
-		{"gpt", b.finish},         // sizes, identifiers, timestamps, partition table, BIOS boot code
+	list := []steps.Step{
+		{Name: "esp", Run: b.writeESP},       // FAT32 with the boot files (UEFI and BIOS) at 1 MiB
+		{Name: "root", Run: b.writeRoot},     // squashfs of the root, B reserved after it
+		{Name: "bundle", Run: b.writeBundle}, // squashfs of the bundle
+		{Name: "gpt", Run: b.finish},         // sizes, identifiers, timestamps, partition table, BIOS boot code
 	}
-	for _, s := range steps {
-		t := time.Now()
-		if err := s.run(ctx); err != nil {
-			return nil, fmt.Errorf("raw image, %s: %w", s.name, err)
+	r := &steps.Runner{Observe: func(e steps.Event) {
+		if e.State == steps.Done {
+			b.sum.Steps = append(b.sum.Steps, Step{e.Step, e.Duration})
 		}
-		b.sum.Steps = append(b.sum.Steps, Step{s.name, time.Since(t)})
+	}}
+	if err := r.Run(ctx, list); err != nil {
+		return nil, fmt.Errorf("raw image, %w", err) // "raw image, STEP: cause"
 	}
 	b.sum.Size = b.size
 	b.sum.Duration = time.Since(start)

@@ -21,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/internal/names"
 	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/internal/steps"
 )
 
 // Paths inside the OS image (relative to its root) that the media use.
@@ -80,8 +80,9 @@ type Options struct {
 	// such as /dev/sda). Empty: the ISO runs live by default and offers
 	// "install" (auto) in its menus.
 	Install string
-	// Time is the one timestamp of the media (default: SOURCE_DATE_EPOCH,
-	// else the OS image's creation time, else the Unix epoch).
+	// Time is the one timestamp of the media. Zero (the default): the OS
+	// image's creation time, else the Unix epoch. `kpaas image build` sets
+	// it from SOURCE_DATE_EPOCH; the library does not read the environment.
 	Time time.Time
 	// Seed derives the disk identifiers (default: from the content).
 	Seed string
@@ -149,35 +150,28 @@ func Build(ctx context.Context, o Options) (*Summary, error) {
 	b := &build{o: o, work: work, sum: &Summary{Bundle: o.Bundle}}
 	defer b.cleanup()
 
-	steps := []struct {
-		name string
-		run  func(context.Context) error
-	}{
-		{"verify", b.verify},     // every blob's digest, SHA256SUMS, the signature
-		{"os", b.findOS},         // the os entry, its manifest and annotations
-		{"layers", b.readLayers}, // the OS image's layers applied in memory (verified reads)
-		{"files", b.nodeFiles},   // the bundle's node files (kubelet, containerd, …) at their targets
-		{"boot", b.bootFiles},    // kernel, initramfs, systemd-boot, loader entries, config
-		{"squashfs", b.rootFS},   // the root squashfs, once for every format
-		{"bundle", b.bundleSet},  // what KPAAS-BUNDLE holds
+	list := []steps.Step{
+		{Name: "verify", Run: b.verify},     // every blob's digest, SHA256SUMS, the signature
+		{Name: "os", Run: b.findOS},         // the os entry, its manifest and annotations
+		{Name: "layers", Run: b.readLayers}, // the OS image's layers applied in memory (verified reads)
+		{Name: "files", Run: b.nodeFiles},   // the bundle's node files (kubelet, containerd, …) at their targets
+		{Name: "boot", Run: b.bootFiles},    // kernel, initramfs, systemd-boot, loader entries, config
+		{Name: "squashfs", Run: b.rootFS},   // the root squashfs, once for every format
+		{Name: "bundle", Run: b.bundleSet},  // what KPAAS-BUNDLE holds
 	}
 	for _, f := range o.Formats {
-		steps = append(steps, struct {
-			name string
-			run  func(context.Context) error
-		}{string(f), func(ctx context.Context) error { return b.write(ctx, f) }})
+		list = append(list, steps.Step{Name: string(f), Run: func(ctx context.Context) error { return b.write(ctx, f) }})
 	}
-	steps = append(steps, struct {
-		name string
-		run  func(context.Context) error
-	}{"publish", b.publish}) // rename the outputs into place, together
+	list = append(list, steps.Step{Name: "publish", Run: b.publish}) // rename the outputs into place, together
 
-	for i, s := range steps {
-		t := time.Now()
-		if err := o.Progress.Step(s.name, i+1, len(steps), func() error { return s.run(ctx) }); err != nil {
-			return nil, fmt.Errorf("image build, %s: %w", s.name, err)
+	r := &steps.Runner{Progress: o.Progress, Observe: func(e steps.Event) {
+		if e.State == steps.Done {
+			b.sum.Steps = append(b.sum.Steps, disk.Step{Name: e.Step, Duration: e.Duration})
 		}
-		b.sum.Steps = append(b.sum.Steps, disk.Step{Name: s.name, Duration: time.Since(t)})
+	}}
+	if err := r.Run(ctx, list); err != nil {
+		// the *steps.StepError reads "STEP: cause"
+		return nil, fmt.Errorf("image build, %w", err)
 	}
 	b.sum.Duration = time.Since(start)
 	return b.sum, nil
@@ -251,21 +245,14 @@ func (b *build) cleanup() {
 
 func (b *build) path(name string) string { return filepath.Join(b.work, name) }
 
-// buildTime is Options.Time, SOURCE_DATE_EPOCH, the image's creation time
-// or the epoch, in that order.
-func (b *build) buildTime() (time.Time, error) {
+// buildTime is Options.Time, the image's creation time or the epoch, in
+// that order.
+func (b *build) buildTime() time.Time {
 	if !b.o.Time.IsZero() {
-		return b.o.Time.UTC(), nil
-	}
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 0 {
-			return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds", s)
-		}
-		return time.Unix(n, 0).UTC(), nil
+		return b.o.Time.UTC()
 	}
 	if t, err := time.Parse(time.RFC3339, b.manifest.annotations["org.opencontainers.image.created"]); err == nil {
-		return t.UTC(), nil
+		return t.UTC()
 	}
-	return time.Unix(0, 0).UTC(), nil
+	return time.Unix(0, 0).UTC()
 }

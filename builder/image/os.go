@@ -99,9 +99,9 @@ func (b *build) findOS(ctx context.Context) error {
 	b.manifest = om
 	b.sum.OSDigest = d.Digest.String()
 	b.sum.KernelRelease = m.Annotations[osimage.AnnotationKernelRelease]
-	b.time, err = b.buildTime()
+	b.time = b.buildTime()
 	b.sum.Time = b.time
-	return err
+	return nil
 }
 
 // platformManifest is d, or for an index its linux/amd64 image.

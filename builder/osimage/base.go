@@ -16,7 +16,7 @@ import (
 
 	"kpaas.dev/appliance/api/osimage/v1alpha1"
 	"kpaas.dev/appliance/builder/initramfs"
-	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
 // recipeVersion changes whenever the base recipe below changes what it
@@ -38,7 +38,7 @@ type Base struct {
 	PVH bool `json:"pvh"`
 	// Packages are the installed packages as "name=version", sorted.
 	Packages []string `json:"packages"`
-	// Epoch is the SOURCE_DATE_EPOCH the layer's times are set to.
+	// Epoch is the time the layer's times are set to (Options.Epoch).
 	Epoch int64 `json:"epoch"`
 	// Seconds is how long the build took.
 	Seconds float64 `json:"seconds"`
@@ -145,7 +145,7 @@ func BuildBase(ctx context.Context, def *v1alpha1.OSImage, opts Options) (*Base,
 	base.Layer.File = baseLayer
 	base.Seconds = time.Since(start).Seconds()
 	meta, _ := json.MarshalIndent(base, "", "  ")
-	if err := bundle.WriteFileAtomic(filepath.Join(dir, baseMeta), append(meta, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, baseMeta), append(meta, '\n'), 0o644); err != nil {
 		return nil, err
 	}
 	opts.logf("os: base %s built in %.0fs: layer %d MB", def.Metadata.Name, base.Seconds, base.Layer.Size>>20)

@@ -16,6 +16,7 @@ import (
 
 	"kpaas.dev/appliance/agent"
 	"kpaas.dev/appliance/builder/initramfs"
+	"kpaas.dev/appliance/internal/atomicfile"
 	"kpaas.dev/appliance/internal/bundle"
 )
 
@@ -207,7 +208,7 @@ func stepBootFiles(ctx context.Context, st *state) error {
 		if err != nil {
 			return err
 		}
-		if err := bundle.WriteFileAtomic(c.dst, b, 0o644); err != nil {
+		if err := atomicfile.WriteFile(c.dst, b, 0o644); err != nil {
 			return err
 		}
 	}

@@ -9,7 +9,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
+
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
 var xzMagic = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
@@ -56,9 +57,8 @@ func ensureVmlinux(b *Base, logf func(string, ...any)) {
 		logf("os: no vmlinux: %v", err)
 		return
 	}
-	tmp := filepath.Join(filepath.Dir(b.VmlinuxPath()), ".vmlinux.tmp")
-	if err := os.WriteFile(tmp, data, 0o644); err != nil || os.Rename(tmp, b.VmlinuxPath()) != nil {
-		logf("os: no vmlinux: writing failed")
+	if err := atomicfile.WriteFile(b.VmlinuxPath(), data, 0o644); err != nil {
+		logf("os: no vmlinux: %v", err)
 		return
 	}
 	b.PVH = HasPVHNote(data)

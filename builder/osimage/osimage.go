@@ -24,11 +24,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"kpaas.dev/appliance/api/osimage/v1alpha1"
+	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/internal/steps"
 )
 
 // Annotations on the OS image's manifest.
@@ -65,8 +66,9 @@ type Options struct {
 	// CacheDir holds built bases (default: $KPAAS_CACHE/os or
 	// os.UserCacheDir()/kpaas/os).
 	CacheDir string
-	// Epoch is SOURCE_DATE_EPOCH: every time in the layers (default: the
-	// environment's SOURCE_DATE_EPOCH, else 0).
+	// Epoch is every time in the layers, in seconds since 1970 (0, the
+	// default: 1970-01-01). `kpaas os build` sets it from
+	// SOURCE_DATE_EPOCH; the library does not read the environment.
 	Epoch int64
 	// Agent and Init are the kpaas-agent and kpaas-init binaries. Empty:
 	// built from the module in the working directory with `go build`.
@@ -98,19 +100,6 @@ func DefaultCacheDir() string {
 		return filepath.Join(c, "kpaas", "os")
 	}
 	return filepath.Join(os.TempDir(), "kpaas-cache", "os")
-}
-
-// EpochFromEnv reads SOURCE_DATE_EPOCH (0 when unset).
-func EpochFromEnv() (int64, error) {
-	s := os.Getenv("SOURCE_DATE_EPOCH")
-	if s == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds", s)
-	}
-	return n, nil
 }
 
 func (o *Options) logf(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
@@ -162,26 +151,22 @@ func Build(ctx context.Context, def *v1alpha1.OSImage, out string, opts Options)
 	opts.defaults()
 	start := time.Now()
 	st := &state{def: def, out: out, opts: opts, res: &Result{Ref: def.Ref()}}
-	steps := []struct {
-		name string
-		run  func(context.Context, *state) error
-	}{
-		{"base", stepBase},         // mmdebstrap root, kernel, modules (cached)
-		{"binaries", stepBinaries}, // kpaas-agent, kpaas-init
-		{"initramfs", stepInitramfs},
-		{"node", stepNodeLayer}, // agent, unit, initramfs
-		{"image", stepImage},    // config, manifest, index.json
-		{"boot", stepBootFiles}, // vmlinuz, vmlinux, initramfs beside the layout
+	step := func(name string, run func(context.Context, *state) error) steps.Step {
+		return steps.Step{Name: name, Run: func(ctx context.Context) error { return run(ctx, st) }}
+	}
+	list := []steps.Step{
+		step("base", stepBase),         // mmdebstrap root, kernel, modules (cached)
+		step("binaries", stepBinaries), // kpaas-agent, kpaas-init
+		step("initramfs", stepInitramfs),
+		step("node", stepNodeLayer), // agent, unit, initramfs
+		step("image", stepImage),    // config, manifest, index.json
+		step("boot", stepBootFiles), // vmlinuz, vmlinux, initramfs beside the layout
 	}
 	st.tmp, _ = os.MkdirTemp("", "kpaas-os-")
 	defer os.RemoveAll(st.tmp)
-	for i, s := range steps {
-		t := time.Now()
-		if err := s.run(ctx, st); err != nil {
-			opts.logf("phase %s (%d/%d): failed: %v", s.name, i+1, len(steps), err)
-			return nil, fmt.Errorf("building OS image %s: %s: %w", def.Metadata.Name, s.name, err)
-		}
-		opts.logf("phase %s (%d/%d): done in %.1fs", s.name, i+1, len(steps), time.Since(t).Seconds())
+	r := &steps.Runner{Progress: progress.New(opts.Log, progress.Terminal(false))}
+	if err := r.Run(ctx, list); err != nil {
+		return nil, fmt.Errorf("building OS image %s: %w", def.Metadata.Name, err)
 	}
 	st.res.Elapsed = time.Since(start)
 	return st.res, nil

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
 // tarWriter writes a deterministic layer: entries in the order given (the
@@ -29,44 +31,32 @@ type tarWriter struct {
 }
 
 // writeLayer writes a gzip-compressed layer to path with fill and returns
-// its digests. The file is written under a temporary name and renamed.
+// its digests. The file is written atomically (internal/atomicfile).
 func writeLayer(path string, fill func(*tarWriter) error, epoch int64) (Layer, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".layer-*")
-	if err != nil {
-		return Layer{}, err
-	}
-	defer os.Remove(tmp.Name())
 	digest, diffID := sha256.New(), sha256.New()
-	counted := &countingWriter{w: io.MultiWriter(tmp, digest)}
-	gz, err := gzip.NewWriterLevel(counted, gzip.DefaultCompression)
+	var size int64
+	err := atomicfile.Write(path, 0o644, func(f *os.File) error {
+		counted := &countingWriter{w: io.MultiWriter(f, digest)}
+		gz, err := gzip.NewWriterLevel(counted, gzip.DefaultCompression)
+		if err != nil {
+			return err
+		}
+		t := &tarWriter{tw: tar.NewWriter(io.MultiWriter(gz, diffID)), mtime: time.Unix(epoch, 0).UTC()}
+		if err := fill(t); err != nil {
+			return err
+		}
+		for _, c := range []io.Closer{t.tw, gz} {
+			if err := c.Close(); err != nil {
+				return err
+			}
+		}
+		size = counted.n
+		return nil
+	})
 	if err != nil {
 		return Layer{}, err
 	}
-	t := &tarWriter{tw: tar.NewWriter(io.MultiWriter(gz, diffID)), mtime: time.Unix(epoch, 0).UTC()}
-	if err := fill(t); err != nil {
-		tmp.Close()
-		return Layer{}, err
-	}
-	for _, c := range []io.Closer{t.tw, gz} {
-		if err := c.Close(); err != nil {
-			tmp.Close()
-			return Layer{}, err
-		}
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return Layer{}, err
-	}
-	if err := tmp.Close(); err != nil {
-		return Layer{}, err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return Layer{}, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return Layer{}, err
-	}
-	return Layer{File: filepath.Base(path), Digest: sum(digest), DiffID: sum(diffID), Size: counted.n}, nil
+	return Layer{File: filepath.Base(path), Digest: sum(digest), DiffID: sum(diffID), Size: size}, nil
 }
 
 func sum(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }

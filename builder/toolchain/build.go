@@ -182,21 +182,37 @@ func firstLine(s string) string {
 	return l
 }
 
+// entry is c's recipe and its cache folder, keyed by everything that
+// determines c's outputs.
+func (b *builder) entry(c *component) (cmds []command, key, dir string, err error) {
+	cmds, err = c.Recipe(b.resolver)
+	if err != nil {
+		return nil, "", "", err
+	}
+	key, err = b.key(c, cmds)
+	if err != nil {
+		return nil, "", "", err
+	}
+	return cmds, key, filepath.Join(b.opts.CacheDir, key), nil
+}
+
+// completeEntry reports whether a cache folder holds every output its
+// manifest lists, at the recorded sizes.
+func completeEntry(dir string) bool {
+	m, err := readManifest(dir)
+	return err == nil && m.complete(dir)
+}
+
 // component returns the cache folder of c, building it first unless a
 // complete entry already exists. label starts its progress lines
-// ("toolchain kube (1/12)"): one when the compile starts, with the
-// expected cold time, then one every Options.Heartbeat while it runs.
+// ("phase kube (1/12)"): one when the compile starts, with the expected
+// cold time, then one every Options.Heartbeat while it runs.
 func (b *builder) component(ctx context.Context, c *component, label string) (dir string, cached bool, err error) {
-	cmds, err := c.Recipe(b.resolver)
+	cmds, key, dir, err := b.entry(c)
 	if err != nil {
 		return "", false, err
 	}
-	key, err := b.key(c, cmds)
-	if err != nil {
-		return "", false, err
-	}
-	dir = filepath.Join(b.opts.CacheDir, key)
-	if m, err := readManifest(dir); err == nil && m.complete(dir) {
+	if completeEntry(dir) {
 		return dir, true, nil
 	}
 

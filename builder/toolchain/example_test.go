@@ -11,8 +11,8 @@ import (
 // Build everything (from the cache when possible) and write the mirror that
 // `kpaas bake --mirror out/mirror` reads. Progress lines go to stderr:
 //
-//	toolchain kube (1/13): done in 25m3s
-//	toolchain etcd (2/13): cached
+//	phase kube (1/12): done in 25m3.2s
+//	phase etcd (2/12): already done
 func ExampleBuild() {
 	res, err := toolchain.Build(context.Background(), toolchain.Options{
 		MirrorDir: "out/mirror",

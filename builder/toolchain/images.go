@@ -112,9 +112,9 @@ func imageSpecs() []imageSpec {
 
 const imagesList = "images.json"
 
-// images assembles every image into one OCI layout in the cache, keyed by the
-// specs, the timestamp and the digests of the input binaries.
-func (b *builder) images(ctx context.Context, dirs map[string]string) (string, []ImageResult, bool, error) {
+// imagesEntry is the cache folder of the images made of dirs' binaries,
+// keyed by the specs, the timestamp and the digests of the input binaries.
+func (b *builder) imagesEntry(dirs map[string]string) (string, error) {
 	specs := imageSpecs()
 	h := sha256.New()
 	fmt.Fprintf(h, "recipe %s\nepoch %d\n", recipeRevision, b.opts.SourceDateEpoch.Unix())
@@ -124,19 +124,40 @@ func (b *builder) images(ctx context.Context, dirs map[string]string) (string, [
 		for _, f := range slices.Concat(s.TarLayers, s.Files) {
 			m, err := readManifest(dirs[f.Component])
 			if err != nil {
-				return "", nil, false, err
+				return "", err
 			}
 			fmt.Fprintf(h, "%s %s\n", f.Name, m.Files[f.Name].SHA256)
 		}
 	}
 	key := "images-" + KubernetesVersion + "-" + b.goVersion + "-" + hex.EncodeToString(h.Sum(nil))[:12]
-	dir := filepath.Join(b.opts.CacheDir, key)
-	if data, err := os.ReadFile(filepath.Join(dir, imagesList)); err == nil {
-		var res []ImageResult
-		if err := json.Unmarshal(data, &res); err == nil {
-			return dir, res, true, nil
-		}
+	return filepath.Join(b.opts.CacheDir, key), nil
+}
+
+// cachedImages is what a complete images entry holds.
+func cachedImages(dir string) ([]ImageResult, bool) {
+	data, err := os.ReadFile(filepath.Join(dir, imagesList))
+	if err != nil {
+		return nil, false
 	}
+	var res []ImageResult
+	if err := json.Unmarshal(data, &res); err != nil {
+		return nil, false
+	}
+	return res, true
+}
+
+// images assembles every image into one OCI layout in the cache
+// (imagesEntry), unless a complete entry already exists.
+func (b *builder) images(ctx context.Context, dirs map[string]string) (string, []ImageResult, bool, error) {
+	specs := imageSpecs()
+	dir, err := b.imagesEntry(dirs)
+	if err != nil {
+		return "", nil, false, err
+	}
+	if res, ok := cachedImages(dir); ok {
+		return dir, res, true, nil
+	}
+	key := filepath.Base(dir)
 
 	tmp, err := os.MkdirTemp(b.opts.CacheDir, ".tmp-"+key+"-")
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/match"
+
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
 // MirrorFile is one plain file of the mirror: Name in MIRROR/files, taken
@@ -64,10 +66,8 @@ func writeMirror(mirror string, dirs map[string]string, imgDir string) error {
 		fmt.Fprintf(&sums, "%s  %s\n", want.SHA256, f.Name)
 	}
 	sumsPath := filepath.Join(files, "SHA256SUMS")
-	if cur, err := os.ReadFile(sumsPath); err != nil || !bytes.Equal(cur, sums.Bytes()) {
-		if err := writeAtomic(sumsPath, 0o644, bytes.NewReader(sums.Bytes())); err != nil {
-			return err
-		}
+	if _, err := atomicfile.Update(sumsPath, sums.Bytes(), 0o644); err != nil {
+		return err
 	}
 	return syncImages(filepath.Join(mirror, "oci"), imgDir)
 }
@@ -83,34 +83,10 @@ func syncFile(src, dest string, want fileInfo) error {
 		return err
 	}
 	defer in.Close()
-	return writeAtomic(dest, 0o755, in)
-}
-
-// writeAtomic writes r to path through a synced temp file and a rename.
-func writeAtomic(path string, mode os.FileMode, r io.Reader) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
-	if err != nil {
+	return atomicfile.Write(dest, 0o755, func(f *os.File) error {
+		_, err := io.Copy(f, in)
 		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := io.Copy(f, r); err != nil {
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	})
 }
 
 func syncImages(dir, imgDir string) error {

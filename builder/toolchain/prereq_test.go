@@ -101,7 +101,7 @@ func TestComponentAnnouncesAndHeartbeats(t *testing.T) {
 			return []command{{Prog: "sh", Args: []string{"-c", "sleep 0.2; echo x > $OUT/x"}}}, nil
 		},
 	}
-	dir, cached, err := b.component(context.Background(), slow, "toolchain slow (1/2)")
+	dir, cached, err := b.component(context.Background(), slow, "phase slow (1/2)")
 	if err != nil || cached {
 		t.Fatalf("component: %v (cached %v)", err, cached)
 	}
@@ -109,10 +109,10 @@ func TestComponentAnnouncesAndHeartbeats(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.String()
-	if !strings.HasPrefix(got, "toolchain slow (1/2): building slow v1 (cold: about a minute on 2 cores; cached afterwards)\n") {
+	if !strings.HasPrefix(got, "phase slow (1/2): building slow v1 (cold: about a minute on 2 cores; cached afterwards)\n") {
 		t.Errorf("first line of %q, want the announcement", got)
 	}
-	if n := strings.Count(got, "toolchain slow (1/2): still building, "); n < 2 || !strings.Contains(got, "s elapsed\n") {
+	if n := strings.Count(got, "phase slow (1/2): still building, "); n < 2 || !strings.Contains(got, "s elapsed\n") {
 		t.Errorf("%d heartbeat lines in %q, want several with the elapsed time", n, got)
 	}
 	lines := strings.Count(got, "\n")
@@ -123,7 +123,7 @@ func TestComponentAnnouncesAndHeartbeats(t *testing.T) {
 
 	var again syncBuffer
 	opts.Progress = &again
-	if _, cached, err := b.component(context.Background(), slow, "toolchain slow (1/2)"); err != nil || !cached || again.String() != "" {
+	if _, cached, err := b.component(context.Background(), slow, "phase slow (1/2)"); err != nil || !cached || again.String() != "" {
 		t.Errorf("cached component: cached %v, %v, progress %q; want it silent", cached, err, again.String())
 	}
 }

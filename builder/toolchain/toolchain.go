@@ -31,8 +31,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
+
+	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/internal/steps"
 )
 
 // Options configure Build. The zero value, after Default, builds into the
@@ -50,13 +52,15 @@ type Options struct {
 	// Go is the go command. Default "go" from PATH.
 	Go string
 	// SourceDateEpoch is the timestamp of every image file and config.
-	// Default: $SOURCE_DATE_EPOCH, else 0.
+	// Zero (the default): the Unix epoch. `kpaas toolchain build` sets it
+	// from SOURCE_DATE_EPOCH; the library does not read the environment.
 	SourceDateEpoch time.Time
 	// Offline sets GOPROXY=off for the builds: every module must already be
 	// in the module cache.
 	Offline bool
-	// Progress receives one line per step; Log receives command output of
-	// failed steps. Both default to io.Discard.
+	// Progress receives the phase lines (`phase kube (1/12): already
+	// done`) and the heartbeats of compiles; Log receives command output
+	// of failed steps. Both default to io.Discard.
 	Progress io.Writer
 	Log      io.Writer
 	// Heartbeat is how often a component that is being compiled reports
@@ -65,7 +69,8 @@ type Options struct {
 	Heartbeat time.Duration
 }
 
-// Default fills unset options from the environment.
+// Default fills unset options (the cache folder from KPAAS_CACHE, the
+// source folder from the working directory).
 func (o *Options) Default() error {
 	if o.Go == "" {
 		o.Go = "go"
@@ -86,13 +91,6 @@ func (o *Options) Default() error {
 	}
 	if o.SourceDateEpoch.IsZero() {
 		o.SourceDateEpoch = time.Unix(0, 0).UTC()
-		if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-			sec, err := strconv.ParseInt(s, 10, 64)
-			if err != nil {
-				return fmt.Errorf("SOURCE_DATE_EPOCH %q: %w", s, err)
-			}
-			o.SourceDateEpoch = time.Unix(sec, 0).UTC()
-		}
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -154,8 +152,10 @@ type Result struct {
 }
 
 // Build builds every component (or takes it from the cache), assembles the
-// images, and, when MirrorDir is set, writes the mirror. Re-running it is
-// cheap and yields identical bytes.
+// images, and, when MirrorDir is set, writes the mirror: a literal list of
+// steps run by internal/steps, each component's and the images' checked
+// against the cache first. Re-running it is cheap and yields identical
+// bytes. A failed step's error is a *steps.StepError.
 //
 // Before anything else it checks the build host (C compiler, static
 // libraries, apt lists, the go command's version) and returns a
@@ -184,51 +184,71 @@ func build(ctx context.Context, opts Options, h host) (*Result, error) {
 		total++
 	}
 	res := &Result{Components: map[string]string{}}
-	step := 0
-	label := func(name string) string { return fmt.Sprintf("toolchain %s (%d/%d)", name, step+1, total) }
-	report := func(name string, start time.Time, cached bool, err error) {
-		switch {
-		case err != nil:
-			fmt.Fprintf(opts.Progress, "%s: failed: %v\n", label(name), err)
-		case cached:
-			fmt.Fprintf(opts.Progress, "%s: cached\n", label(name))
-		default:
-			fmt.Fprintf(opts.Progress, "%s: done in %s\n", label(name), roundDuration(time.Since(start)))
-		}
-		step++
+	var imgDir string
+	var list []steps.Step
+	for i, c := range comps {
+		label := fmt.Sprintf("phase %s (%d/%d)", c.Name, i+1, total)
+		list = append(list, steps.Step{
+			Name: c.Name,
+			// a complete cache entry for c's recipe, versions and pins
+			Check: func(context.Context) (bool, error) {
+				_, _, dir, err := b.entry(c)
+				if err != nil || !completeEntry(dir) {
+					return false, err
+				}
+				res.Components[c.Name] = dir
+				return true, nil
+			},
+			Run: func(ctx context.Context) error {
+				if _, _, err := b.component(ctx, c, label); err != nil {
+					return fmt.Errorf("building %s %s: %w", c.Name, c.Version, err)
+				}
+				return nil
+			},
+		})
 	}
-
-	for _, c := range comps {
-		start := time.Now()
-		dir, cached, err := b.component(ctx, c, label(c.Name))
-		report(c.Name, start, cached, err)
-		if err != nil {
-			return nil, fmt.Errorf("building %s %s: %w", c.Name, c.Version, err)
-		}
-		res.Components[c.Name] = dir
+	list = append(list, steps.Step{
+		Name: "images",
+		// a complete images entry for these binaries
+		Check: func(context.Context) (bool, error) {
+			dir, err := b.imagesEntry(res.Components)
+			if err != nil {
+				return false, err
+			}
+			images, ok := cachedImages(dir)
+			if ok {
+				imgDir, res.Images = dir, images
+			}
+			return ok, nil
+		},
+		Run: func(ctx context.Context) error {
+			if _, _, _, err := b.images(ctx, res.Components); err != nil {
+				return fmt.Errorf("assembling images: %w", err)
+			}
+			return nil
+		},
+	})
+	if opts.MirrorDir != "" {
+		list = append(list, steps.Step{
+			Name: "mirror",
+			Run: func(context.Context) error {
+				if err := writeMirror(opts.MirrorDir, res.Components, imgDir); err != nil {
+					return fmt.Errorf("writing mirror %s: %w", opts.MirrorDir, err)
+				}
+				return nil
+			},
+		})
 	}
+	r := &steps.Runner{Progress: progress.New(opts.Progress, progress.Terminal(false))}
+	if err := r.Run(ctx, list); err != nil {
+		return nil, err
+	}
+	// CACHE/bin and CACHE/oci point at this build, cached or not.
 	if err := b.linkBin(comps, res.Components); err != nil {
 		return nil, err
 	}
-
-	start := time.Now()
-	imgDir, images, cached, err := b.images(ctx, res.Components)
-	report("images", start, cached, err)
-	if err != nil {
-		return nil, fmt.Errorf("assembling images: %w", err)
-	}
-	res.Images = images
 	if err := relink(ImagesDir(opts.CacheDir), filepath.Base(imgDir)); err != nil {
 		return nil, err
-	}
-
-	if opts.MirrorDir != "" {
-		start := time.Now()
-		err := writeMirror(opts.MirrorDir, res.Components, imgDir)
-		report("mirror", start, false, err)
-		if err != nil {
-			return nil, fmt.Errorf("writing mirror %s: %w", opts.MirrorDir, err)
-		}
 	}
 	return res, nil
 }

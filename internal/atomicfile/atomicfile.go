@@ -16,18 +16,35 @@ import (
 // TempPrefix starts the name of every temp file this package creates.
 const TempPrefix = ".tmp-"
 
+// Option configures one write.
+type Option func(*options)
+
+type options struct {
+	noDirSync bool
+}
+
+// NoDirSync leaves out the fsync of the folder after the rename. A caller
+// that writes many files into one folder passes it and calls SyncDir once
+// when done (a bundle's blobs): until then a power cut may lose the
+// renames, never make a file partial.
+func NoDirSync() Option { return func(o *options) { o.noDirSync = true } }
+
 // WriteFile replaces path with data, created with mode (the umask does not
 // apply). Missing parent folders are created 0755.
-func WriteFile(path string, data []byte, mode os.FileMode) error {
+func WriteFile(path string, data []byte, mode os.FileMode, opts ...Option) error {
 	return Write(path, mode, func(f *os.File) error {
 		_, err := f.Write(data)
 		return err
-	})
+	}, opts...)
 }
 
 // Write replaces path with what fill writes into a temp file beside it.
 // When fill fails, the temp file is removed and path is untouched.
-func Write(path string, mode os.FileMode, fill func(*os.File) error) (err error) {
+func Write(path string, mode os.FileMode, fill func(*os.File) error, opts ...Option) (err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -56,6 +73,9 @@ func Write(path string, mode os.FileMode, fill func(*os.File) error) (err error)
 	}
 	if err := os.Rename(f.Name(), path); err != nil {
 		return err
+	}
+	if o.noDirSync {
+		return nil
 	}
 	return SyncDir(dir)
 }

@@ -66,3 +66,25 @@ func TestUpdate(t *testing.T) {
 		}
 	}
 }
+
+func TestNoDirSyncTempName(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "blob")
+	err := Write(p, 0o644, func(f *os.File) error {
+		// The temp file is beside the target, named for cleaners to find.
+		if got := filepath.Base(f.Name()); filepath.Dir(f.Name()) != dir || len(got) <= len(TempPrefix+"blob-") || got[:len(TempPrefix+"blob-")] != TempPrefix+"blob-" {
+			t.Errorf("temp file %s", f.Name())
+		}
+		_, err := f.Write([]byte("content"))
+		return err
+	}, NoDirSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "content" {
+		t.Errorf("content %q", b)
+	}
+}

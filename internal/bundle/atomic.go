@@ -13,26 +13,14 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
-// WriteFileAtomic writes data to path through a temp file in the same
-// folder, fsynced and renamed into place: readers see the old file or the
-// whole new one, never a part.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	err := atomicWrite(path, func(f *os.File) error {
-		_, err := f.Write(data)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	return os.Chmod(path, mode)
-}
-
-// tempPrefix starts the name of every temp file a write makes. A process
-// killed mid-write (SIGKILL, power) leaves such files behind; they are
-// never bundle content.
-const tempPrefix = ".tmp-"
+// Bundle writes go through internal/atomicfile: a temp file named
+// atomicfile.TempPrefix+NAME+"-*" beside the target, fsynced and renamed
+// into place. A process killed mid-write (SIGKILL, power) leaves such
+// files behind; they are never bundle content.
 
 // TempFiles lists the temp files an interrupted write left in the bundle
 // folder and its blobs folder, with their total size.
@@ -43,7 +31,7 @@ func (s *Store) TempFiles() (paths []string, size int64) {
 			continue
 		}
 		for _, de := range des {
-			if !de.Type().IsRegular() || !strings.HasPrefix(de.Name(), tempPrefix) {
+			if !de.Type().IsRegular() || !strings.HasPrefix(de.Name(), atomicfile.TempPrefix) {
 				continue
 			}
 			fi, err := de.Info()
@@ -69,46 +57,6 @@ func (s *Store) RemoveTemp() (n int, size int64, err error) {
 		n++
 	}
 	return n, size, nil
-}
-
-// atomicWrite creates path by calling fill on a temp file beside it.
-func atomicWrite(path string, fill func(*os.File) error) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, tempPrefix+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := fill(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // DigestError reports content that does not match its digest or size.

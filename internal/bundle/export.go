@@ -20,6 +20,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
 // ExportedFiles are the metadata files an export carries (when present),
@@ -126,7 +128,7 @@ func (s *Store) ExportFile(ctx context.Context, path string) error {
 	if err := checkOutDir(filepath.Dir(path)); err != nil {
 		return err
 	}
-	return atomicWrite(path, func(f *os.File) error {
+	return atomicfile.Write(path, 0o644, func(f *os.File) error {
 		bw := bufio.NewWriterSize(f, 1<<20)
 		if err := s.Export(ctx, bw); err != nil {
 			return err
@@ -236,7 +238,7 @@ func (s *Store) ExportSplit(ctx context.Context, dir, base string, partSize int6
 		for _, p := range sw.parts {
 			fmt.Fprintf(&b, "%s  %s\n", p.SHA256, filepath.Base(p.Path))
 		}
-		err = WriteFileAtomic(sumsPath, []byte(b.String()), 0o644)
+		err = atomicfile.WriteFile(sumsPath, []byte(b.String()), 0o644)
 	}
 	if err != nil {
 		sw.abort()
@@ -247,7 +249,7 @@ func (s *Store) ExportSplit(ctx context.Context, dir, base string, partSize int6
 			break
 		}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return nil, err
 	}
 	return sw.parts, nil
@@ -284,7 +286,7 @@ func (w *splitWriter) Write(p []byte) (int, error) {
 			if len(w.parts) >= MaxParts {
 				return total, fmt.Errorf("more than %d parts", MaxParts)
 			}
-			f, err := os.CreateTemp(w.dir, tempPrefix+PartName(w.base, len(w.parts))+"-*")
+			f, err := os.CreateTemp(w.dir, atomicfile.TempPrefix+PartName(w.base, len(w.parts))+"-*")
 			if err != nil {
 				return total, err
 			}
@@ -413,7 +415,7 @@ func Import(ctx context.Context, src, destDir string, opts ...TransferOption) (*
 		return rep, fmt.Errorf("importing %s: %w", src, err)
 	}
 	for _, d := range []string{filepath.Join(tmp, BlobsDir, "sha256"), filepath.Join(tmp, BlobsDir), tmp} {
-		if err := syncDir(d); err != nil {
+		if err := atomicfile.SyncDir(d); err != nil {
 			return rep, err
 		}
 	}
@@ -429,7 +431,7 @@ func Import(ctx context.Context, src, destDir string, opts ...TransferOption) (*
 		return rep, fmt.Errorf("importing %s: %w", src, err)
 	}
 	done = true
-	return rep, syncDir(parent)
+	return rep, atomicfile.SyncDir(parent)
 }
 
 // importParts lists the files to read, with their expected sha256 (empty

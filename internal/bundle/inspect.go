@@ -11,6 +11,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
 // Inspection describes a bundle's content and what deduplication saves.
@@ -98,7 +100,7 @@ func (s *Store) Inspect() (*Inspection, error) {
 		if err != nil {
 			return err
 		}
-		if strings.HasPrefix(de.Name(), tempPrefix) {
+		if strings.HasPrefix(de.Name(), atomicfile.TempPrefix) {
 			in.Totals.TempFiles++
 			in.Totals.TempBytes += fi.Size()
 			return nil

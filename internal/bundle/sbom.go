@@ -7,9 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -87,8 +85,9 @@ type sbomOptions struct {
 	set     bool
 }
 
-// WithCreated sets the document's creation time (otherwise it comes from
-// SOURCE_DATE_EPOCH, or is 1970-01-01T00:00:00Z).
+// WithCreated sets the document's creation time (otherwise it is
+// 1970-01-01T00:00:00Z). The package does not read the environment: `kpaas
+// bake` passes SOURCE_DATE_EPOCH here.
 func WithCreated(t time.Time) SBOMOption {
 	return func(o *sbomOptions) { o.created, o.set = t, true }
 }
@@ -96,8 +95,8 @@ func WithCreated(t time.Time) SBOMOption {
 // WriteSBOM writes sbom.spdx.json, an SPDX 2.3 JSON document with one
 // package per artifact of lock, which the document DESCRIBES. It is
 // deterministic: the same lock gives the same bytes. The creation time is
-// SOURCE_DATE_EPOCH when set (seconds since 1970, UTC), else 1970-01-01T00:00:00Z
-// (the bake time would make every bake differ); the documentNamespace
+// WithCreated's, else 1970-01-01T00:00:00Z (the bake time would make every
+// bake differ); the documentNamespace
 // is derived from the sha256 of the lock's encoding. Call it before
 // WriteSums, which covers the SBOM.
 func (s *Store) WriteSBOM(lock *Lock, opts ...SBOMOption) error {
@@ -136,12 +135,6 @@ func NewSBOM(lock *Lock, opts ...SBOMOption) (*SPDXDocument, error) {
 	created := time.Unix(0, 0)
 	if o.set {
 		created = o.created
-	} else if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" {
-		sec, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("SOURCE_DATE_EPOCH=%q: not a number of seconds", v)
-		}
-		created = time.Unix(sec, 0)
 	}
 	// Marshal sorts the artifacts: the document follows that order.
 	raw, err := lock.Marshal()

@@ -23,6 +23,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
 // File names inside a bundle folder.
@@ -149,7 +151,8 @@ func (s *Store) WriteBlob(h v1.Hash, size int64, r io.Reader) (written bool, err
 	if s.HasBlob(h, size) {
 		return false, nil
 	}
-	err = atomicWrite(p, func(f *os.File) error {
+	// Many blobs go into one folder: Sync fsyncs it once, at the end.
+	err = atomicfile.Write(p, 0o644, func(f *os.File) error {
 		hasher := sha256.New()
 		n, err := io.Copy(io.MultiWriter(f, hasher), r)
 		if err != nil {
@@ -160,7 +163,7 @@ func (s *Store) WriteBlob(h v1.Hash, size int64, r io.Reader) (written bool, err
 			return &DigestError{Blob: h, Got: v1.Hash{Algorithm: "sha256", Hex: got}, WantSize: size, GotSize: n}
 		}
 		return nil
-	})
+	}, atomicfile.NoDirSync())
 	if err != nil {
 		return false, fmt.Errorf("writing blob %s: %w", h, err)
 	}
@@ -227,17 +230,11 @@ func (s *Store) WriteIndex(im *v1.IndexManifest) error {
 	return err
 }
 
-// WriteFile atomically writes a metadata file of the bundle. It reports
-// whether anything changed: identical content is left untouched.
+// WriteFile atomically writes a metadata file of the bundle (0644). It
+// reports whether anything changed: a file with this content and mode is
+// left untouched.
 func (s *Store) WriteFile(name string, data []byte) (changed bool, err error) {
-	p := s.Path(name)
-	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) {
-		return false, nil
-	}
-	if err := WriteFileAtomic(p, data, 0o644); err != nil {
-		return false, err
-	}
-	return true, nil
+	return atomicfile.Update(s.Path(name), data, 0o644)
 }
 
 // ReadFile reads a metadata file of the bundle.
@@ -249,7 +246,7 @@ func (s *Store) ReadFile(name string) ([]byte, error) {
 // before it survive a power cut.
 func (s *Store) Sync() error {
 	for _, d := range []string{filepath.Join(s.root, BlobsDir, "sha256"), s.root} {
-		if err := syncDir(d); err != nil {
+		if err := atomicfile.SyncDir(d); err != nil {
 			return err
 		}
 	}

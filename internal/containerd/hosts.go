@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 
+	"kpaas.dev/appliance/internal/atomicfile"
 	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/internal/ref"
 )
@@ -136,7 +137,7 @@ func WriteHostsDir(dir string, upstreams []string, mirrorURL string) error {
 		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, HostsTOML(u, mirrorURL)) {
 			continue
 		}
-		if err := bundle.WriteFileAtomic(p, HostsTOML(u, mirrorURL), 0o644); err != nil {
+		if err := atomicfile.WriteFile(p, HostsTOML(u, mirrorURL), 0o644); err != nil {
 			return fmt.Errorf("writing containerd hosts for %s: %w", u, err)
 		}
 	}

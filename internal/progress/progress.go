@@ -1,7 +1,8 @@
-// Package progress is the one progress protocol of kpaas and kpaas-agent:
-// steps print `phase NAME (n/m): done in 1.2s` (or `failed: …`), long
-// transfers show a bar that redraws in place on a terminal and plain lines,
-// at most every few seconds, in logs and CI.
+// Package progress is the one progress stream of kpaas, kpaas-init and
+// kpaas-agent: internal/steps prints its `phase NAME (n/m): done in 1.2s`
+// lines through a Reporter (quiet keeps the failures), long transfers show
+// a bar that redraws in place on a terminal and plain lines, at most every
+// few seconds, in logs and CI.
 package progress
 
 import (
@@ -17,11 +18,12 @@ import (
 
 // Reporter writes progress to one stream. It is safe for concurrent use.
 type Reporter struct {
-	mu    sync.Mutex
-	w     io.Writer
-	tty   bool
-	quiet bool
-	now   func() time.Time
+	mu     sync.Mutex
+	w      io.Writer
+	tty    bool
+	quiet  bool
+	prefix string
+	now    func() time.Time
 }
 
 // Option configures a Reporter.
@@ -33,6 +35,10 @@ func Quiet(q bool) Option { return func(r *Reporter) { r.quiet = q } }
 // Terminal forces (or disables) terminal mode; by default it is on when w
 // is a terminal.
 func Terminal(on bool) Option { return func(r *Reporter) { r.tty = on } }
+
+// Prefix starts every line of Printf and Errorf with p (kpaas-init marks
+// its console lines "kpaas-init: ").
+func Prefix(p string) Option { return func(r *Reporter) { r.prefix = p } }
 
 // New returns a Reporter writing to w.
 func New(w io.Writer, opts ...Option) *Reporter {
@@ -56,7 +62,7 @@ func (r *Reporter) Printf(format string, args ...any) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	fmt.Fprintf(r.w, format+"\n", args...)
+	io.WriteString(r.w, r.prefix+fmt.Sprintf(format, args...)+"\n")
 }
 
 // Writer returns a writer whose writes go to the stream as they are
@@ -82,22 +88,7 @@ func (r *Reporter) Errorf(format string, args ...any) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	fmt.Fprintf(r.w, format+"\n", args...)
-}
-
-// Step runs fn as step n of m and reports how it went.
-func (r *Reporter) Step(name string, n, m int, fn func() error) error {
-	start := r.now()
-	err := fn()
-	d := r.now().Sub(start).Round(time.Millisecond * 100)
-	if err != nil {
-		r.mu.Lock()
-		fmt.Fprintf(r.w, "phase %s (%d/%d): failed after %s: %v\n", name, n, m, d, err)
-		r.mu.Unlock()
-		return err
-	}
-	r.Printf("phase %s (%d/%d): done in %s", name, n, m, d)
-	return nil
+	io.WriteString(r.w, r.prefix+fmt.Sprintf(format, args...)+"\n")
 }
 
 // Bar tracks a transfer of a known total.

@@ -8,23 +8,14 @@ import (
 	"time"
 )
 
-func TestStepLines(t *testing.T) {
+func TestPrefixAndQuiet(t *testing.T) {
 	var buf bytes.Buffer
-	r := New(&buf)
-	clock := time.Unix(0, 0)
-	r.now = func() time.Time { clock = clock.Add(600 * time.Millisecond); return clock }
-	if err := r.Step("fetch", 1, 2, func() error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	want := errors.New("boom")
-	if err := r.Step("write", 2, 2, func() error { return want }); err != want {
-		t.Fatalf("Step returned %v, want the step's error", err)
-	}
-	got := buf.String()
-	for _, line := range []string{"phase fetch (1/2): done in 600ms\n", "phase write (2/2): failed after 600ms: boom\n"} {
-		if !strings.Contains(got, line) {
-			t.Errorf("output %q lacks %q", got, line)
-		}
+	r := New(&buf, Prefix("kpaas-init: "), Quiet(true))
+	r.Printf("phase %s (%d/%d): done in %s", "plan", 3, 4, 100*time.Millisecond)
+	r.Errorf("phase %s (%d/%d): failed after %s: %v", "mounts", 4, 4, time.Second, errors.New("100% full"))
+	// Quiet drops the done line, never the failure; the prefix is not a format.
+	if got, want := buf.String(), "kpaas-init: phase mounts (4/4): failed after 1s: 100% full\n"; got != want {
+		t.Errorf("output %q, want %q", got, want)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kpaas.dev/appliance/internal/atomicfile"
 	"kpaas.dev/appliance/internal/zero"
 )
 
@@ -53,30 +54,19 @@ type Stats struct {
 }
 
 // ConvertFile converts the raw image at src to a qcow2 image at dst,
-// through dst+".tmp" and a rename.
+// through a temp file beside dst and a rename (internal/atomicfile).
 func ConvertFile(ctx context.Context, src, dst string, opts Options) (Stats, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return Stats{}, err
 	}
 	defer in.Close()
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	var st Stats
+	err = atomicfile.Write(dst, 0o644, func(out *os.File) (err error) {
+		st, err = Convert(ctx, out, in, opts)
+		return err
+	})
 	if err != nil {
-		return Stats{}, err
-	}
-	st, err := Convert(ctx, out, in, opts)
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		os.Remove(tmp)
 		return Stats{}, fmt.Errorf("converting %s to qcow2: %w", src, err)
 	}
 	return st, nil

@@ -362,7 +362,8 @@ func (t *Tree) Write(ctx context.Context, w io.WriterAt, opts Options) (Stats, e
 	return writeTree(ctx, w, root, sc, opts)
 }
 
-// WriteFile writes the image to path, through path+".tmp" and a rename.
+// WriteFile writes the image to path, through a temp file beside it and a
+// rename (internal/atomicfile).
 func (t *Tree) WriteFile(ctx context.Context, path string, opts Options) (Stats, error) {
 	return writeFile(path, func(f *os.File) (Stats, error) { return t.Write(ctx, f, opts) })
 }

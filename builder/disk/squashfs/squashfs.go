@@ -37,6 +37,8 @@ import (
 	"runtime"
 	"sort"
 	"time"
+
+	"kpaas.dev/appliance/internal/atomicfile"
 )
 
 const (
@@ -106,34 +108,23 @@ type Stats struct {
 	ModTime     time.Time // mkfs time
 }
 
-// WriteFile writes an image of dir to path, through path+".tmp" and a rename.
+// WriteFile writes an image of dir to path, through a temp file beside it
+// and a rename (internal/atomicfile).
 func WriteFile(ctx context.Context, path, dir string, opts Options) (Stats, error) {
 	return writeFile(path, func(f *os.File) (Stats, error) { return Write(ctx, f, dir, opts) })
 }
 
-// writeFile runs write on path+".tmp", truncates it to the image's size,
-// syncs it and renames it to path; on failure it removes it.
+// writeFile runs write on a temp file beside path, truncates it to the
+// image's size, and renames it to path; on failure it removes it.
 func writeFile(path string, write func(*os.File) (Stats, error)) (Stats, error) {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	var st Stats
+	err := atomicfile.Write(path, 0o644, func(f *os.File) (err error) {
+		if st, err = write(f); err != nil {
+			return err
+		}
+		return f.Truncate(st.Size)
+	})
 	if err != nil {
-		return Stats{}, err
-	}
-	st, err := write(f)
-	if err == nil {
-		err = f.Truncate(st.Size)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
 		return Stats{}, err
 	}
 	return st, nil
