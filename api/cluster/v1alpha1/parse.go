@@ -68,8 +68,8 @@ func decode(d *yamldecode.Decoder, n ast.Node) *Cluster {
 			d.List(path, n, func(path string, n ast.Node) {
 				var node Node
 				d.Object(path, n, map[string]yamldecode.Field{
-					"name":    d.Str(&node.Name),
-					"role":    d.Str(&node.Role),
+					"name":           d.Str(&node.Name),
+					"role":           d.Str(&node.Role),
 					"macs":           d.Strs(&node.MACs),
 					"managementMACs": d.Strs(&node.ManagementMACs),
 					"address":        d.Str(&node.Address),
