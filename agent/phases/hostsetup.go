@@ -138,6 +138,12 @@ func hostFiles(e *Env) []file {
 		fmt.Fprintf(&nw, "DNS=%s\n", d)
 	}
 	nw.WriteString("LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
+	if n.Gateway == "" {
+		// A closed network has no default route, yet the kernel must find a
+		// route to a Service's virtual address before kube-proxy rewrites
+		// it: the service network goes out of the node's NIC.
+		fmt.Fprintf(&nw, "\n[Route]\nDestination=%s\nScope=link\n", e.Cluster.Networking.ServiceCIDR)
+	}
 
 	var sc bytes.Buffer
 	for _, s := range sysctls {
