@@ -2,10 +2,16 @@ package bundles_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"kpaas.dev/appliance/builder/bake"
 	"kpaas.dev/appliance/internal/bundle"
@@ -78,5 +84,83 @@ func TestDemoBundleBakesOffline(t *testing.T) {
 	}
 	if !rep.OK() {
 		t.Errorf("verify problems: %v", rep.Problems)
+	}
+	checkDiffIDs(t, out)
+}
+
+// checkDiffIDs checks every image layer of the bundle against its config's
+// diff ID (the digest of the uncompressed layer), as containerd does when
+// it unpacks: an image assembled with a wrong one bakes and verifies, but
+// never runs.
+func checkDiffIDs(t *testing.T, dir string) {
+	t.Helper()
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var images []v1.Image
+	for _, d := range im.Manifests {
+		switch {
+		case d.MediaType.IsImage():
+			img, err := idx.Image(d.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			images = append(images, img)
+		case d.MediaType.IsIndex():
+			sub, err := idx.ImageIndex(d.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sm, err := sub.IndexManifest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range sm.Manifests {
+				img, err := sub.Image(c.Digest)
+				if err == nil {
+					images = append(images, img)
+				}
+			}
+		}
+	}
+	checked := 0
+	for _, img := range images {
+		cf, err := img.ConfigFile()
+		if err != nil || cf.RootFS.Type != "layers" {
+			continue // not a container image (charts, files)
+		}
+		layers, err := img.Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range layers {
+			if i >= len(cf.RootFS.DiffIDs) {
+				t.Errorf("image with %d layers lists %d diff IDs", len(layers), len(cf.RootFS.DiffIDs))
+				break
+			}
+			rc, err := l.Uncompressed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := sha256.New()
+			_, err = io.Copy(h, rc)
+			rc.Close()
+			if err != nil {
+				continue // a layer the media leave out, or not gzip
+			}
+			if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != cf.RootFS.DiffIDs[i].String() {
+				d, _ := l.Digest()
+				t.Errorf("layer %s: uncompressed digest %s, config says %s", d, got, cf.RootFS.DiffIDs[i])
+			}
+			checked++
+		}
+	}
+	if checked == 0 {
+		t.Error("no layer checked")
 	}
 }

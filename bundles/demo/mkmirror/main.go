@@ -13,6 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +23,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"kpaas.dev/appliance/internal/bundle"
@@ -157,7 +158,12 @@ func layer(files map[string]file) (v1.Layer, error) {
 	if err := gz.Close(); err != nil {
 		return nil, err
 	}
-	return static.NewLayer(buf.Bytes(), types.OCILayer), nil
+	// tarball reads the gzip stream back for the layer's diff ID (the
+	// digest of the uncompressed tar, which the config lists and
+	// containerd checks on extraction) and keeps these bytes as the blob.
+	gzBytes := buf.Bytes()
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(gzBytes)), nil },
+		tarball.WithMediaType(types.OCILayer))
 }
 
 func image(arch string, entrypoint []string, layers ...v1.Layer) (v1.Image, error) {
