@@ -80,6 +80,7 @@ func List() []Phase {
 		seed(),
 		kubeadm(),
 		network(),
+		platformPhase(),
 		ready(),
 	}
 }
