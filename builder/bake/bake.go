@@ -74,6 +74,7 @@ type state struct {
 	bar      *progress.Bar
 
 	charts   []*chartArtifact
+	platform []*releaseArtifact
 	resolved []*imageArtifact
 	entries  []entry
 	lock     *bundle.Lock
@@ -90,6 +91,7 @@ func steps() []step {
 	return []step{
 		{"manifest", loadManifest},  // parse and validate the manifest
 		{"charts", fetchCharts},     // fetch every chart, render it, list its images
+		{"platform", loadPlatform},  // read the platform's manifests, list their images
 		{"resolve", resolveImages},  // pin every image (manifest ∪ charts − excluded) to a digest
 		{"images", writeImages},     // copy image blobs into the layout
 		{"files", writeFiles},       // copy host files, verified against sha256
