@@ -506,6 +506,13 @@ func (in *installer) waitGate(ctx context.Context, r bundle.LockRelease, p *prep
 			return nil
 		}
 		if err := in.e.sleep(ctx, 3*time.Second); err != nil {
+			// The time is up: look once more, with time to ask, so that
+			// the report is whole (pods, logs).
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if ok, last := in.gate(rctx, r, p); !ok {
+				reasons = last
+			}
 			return fmt.Errorf("gate not passed in %s:\n  %s", r.Timeout, strings.Join(reasons, "\n  "))
 		}
 	}

@@ -115,7 +115,7 @@ func Schedule(ctx context.Context, ns []Node, parallel int, install func(ctx con
 			}
 			if skip != "" {
 				started[n.Name] = true
-				results[n.Name] = fmt.Errorf("release %q: %w: release %q failed", n.Name, ErrSkipped, skip)
+				results[n.Name] = fmt.Errorf("%w: release %q failed", ErrSkipped, skip)
 				wake <- struct{}{}
 				continue
 			}

@@ -64,6 +64,9 @@ type Release struct {
 	Gate      Gate     `yaml:"gate,omitempty" json:"gate,omitempty"`
 	// Timeout bounds install plus gate (a Go duration, default 10m).
 	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	// URL is where an operator opens the release once it is up, shown in
+	// the node's summary (may name facts: http://${fact:firstControlPlaneAddress}:30002).
+	URL string `yaml:"url,omitempty" json:"url,omitempty"`
 	// Vault makes the installer initialise and unseal the Vault server
 	// of this release (the StatefulSet's pods), on every boot.
 	Vault bool `yaml:"vault,omitempty" json:"vault,omitempty"`
@@ -290,6 +293,7 @@ func (ps *problems) platform(b *Bundle) {
 			}
 		}
 		check(at+".values", r.Values)
+		check(at+".url", r.URL)
 		for k, v := range r.Substitute {
 			check(joinKey(at+".substitute", k), v)
 		}
