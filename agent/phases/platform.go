@@ -33,6 +33,9 @@ const (
 	// vaultDir keeps, on the first control plane's state partition, what
 	// unseals each Vault release again after a reboot (0600).
 	vaultDir = "/var/lib/kpaas/platform"
+	// PlatformStatusFile holds the releases' last known states on the
+	// first control plane, for `kpaas-agent status` (no secrets).
+	PlatformStatusFile = "/var/lib/kpaas/platform/status.json"
 	// platformParallel bounds how many independent releases install at once.
 	platformParallel = 2
 	fieldManager     = "kpaas-agent"
@@ -102,7 +105,12 @@ func platformPhase() Phase {
 			if err != nil {
 				return err
 			}
-			return in.run(ctx)
+			err = in.run(ctx)
+			if st, serr := ReleaseStatuses(context.WithoutCancel(ctx), e); serr == nil {
+				b, _ := json.MarshalIndent(st, "", "  ")
+				e.Host.WriteFile(PlatformStatusFile, append(b, '\n'), 0o644)
+			}
+			return err
 		},
 		Retry: retry.Policy{Attempts: 3, Base: 10 * time.Second, Max: 60 * time.Second},
 	}
@@ -292,6 +300,27 @@ func releaseRecords(ctx context.Context, e *Env) (map[string]map[string]string, 
 		recs[it.Metadata.Labels[ReleaseLabel]] = it.Data
 	}
 	return recs, nil
+}
+
+// ReleaseStatuses are the releases of the bundle's platform in the
+// order the lock lists them, each with its record's state ("" when it has
+// none yet).
+func ReleaseStatuses(ctx context.Context, e *Env) ([]ReleaseStatus, error) {
+	if e.Lock.Platform == nil {
+		return nil, nil
+	}
+	recs, err := releaseRecords(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	var out []ReleaseStatus
+	for _, r := range e.Lock.Platform.Releases {
+		rec := recs[r.Name]
+		var secs float64
+		fmt.Sscanf(rec["seconds"], "%g", &secs)
+		out = append(out, ReleaseStatus{Name: r.Name, State: rec["state"], Seconds: secs, Digest: rec["digest"], Error: rec["error"], URL: rec["url"]})
+	}
+	return out, nil
 }
 
 // done reports whether every release is deployed at the digest this site

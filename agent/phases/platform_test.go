@@ -200,6 +200,11 @@ func TestPlatformOnRealAPIServer(t *testing.T) {
 		t.Errorf("the platform secret was not created")
 	}
 	k.Kubectl(nil, "-n", "crds", "get", "widget", "first")
+	var st []phases.ReleaseStatus
+	b, _ := e.Host.ReadFile(phases.PlatformStatusFile)
+	if err := json.Unmarshal(b, &st); err != nil || len(st) != 2 || st[0].Name != "app" || st[0].State != "deployed" || st[1].State != "deployed" {
+		t.Errorf("%s: %s (%v)", phases.PlatformStatusFile, b, err)
+	}
 	for _, rel := range []string{"crds", "app"} {
 		if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "configmap", "kpaas-release-"+rel, "-o", "jsonpath={.data.state}"); got != "deployed" {
 			t.Errorf("release %s: %s", rel, got)
