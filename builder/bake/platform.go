@@ -29,10 +29,10 @@ type releaseArtifact struct {
 }
 
 // loadPlatform reads every manifests release's files (a folder: every
-// .yaml, .yml and .json in it, recursively, sorted) into one stream and
-// lists the images its objects name, so that they join the completeness
-// check. Charts releases need nothing more: their chart was rendered by
-// the charts step.
+// .yaml, .yml and .json in it, recursively, sorted) into one stream, or
+// renders its kustomization, and lists the images its objects name, so
+// that they join the completeness check. Charts releases need nothing
+// more: their chart was rendered by the charts step.
 func loadPlatform(ctx context.Context, st *state) error {
 	p := st.manifest.Platform
 	if p == nil {
@@ -42,12 +42,15 @@ func loadPlatform(ctx context.Context, st *state) error {
 	var errs []string
 	for _, r := range p.Releases {
 		a := &releaseArtifact{spec: r}
+		var stream []byte
+		var err error
 		switch {
 		case r.Kustomize != "":
-			errs = append(errs, fmt.Sprintf("platform release %q: kustomize sources are not rendered by this build of kpaas yet; run `kustomize build %s` and name its output under manifests:", r.Name, r.Kustomize))
-			continue
+			stream, err = kustomizeBuild(base, r.Kustomize)
 		case len(r.Manifests) > 0:
-			stream, err := readManifests(base, r.Manifests)
+			stream, err = readManifests(base, r.Manifests)
+		}
+		if stream != nil || err != nil {
 			if err != nil {
 				errs = append(errs, fmt.Sprintf("platform release %q: %v", r.Name, err))
 				continue

@@ -79,3 +79,35 @@ func writeFile(t *testing.T, p, s string) {
 		t.Fatal(err)
 	}
 }
+
+// A kustomize release is rendered at bake time: its images (after the
+// kustomization's image rewrites) join the bundle, its output is the
+// manifests artifact.
+func TestBakePlatformKustomize(t *testing.T) {
+	tr := newTestRegistry(t)
+	m := manifest(t, baseManifest+`platform:
+  releases:
+    - name: tools
+      kustomize: kustomize/overlay
+`)
+	out := filepath.Join(t.TempDir(), "b")
+	if _, err := bake.Bake(context.Background(), opts(tr, m, out)); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := bundle.Open(out)
+	lock, err := s.ReadLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := lock.Platform.Releases[0]
+	if !strings.HasPrefix(r.Manifests, "kpaas.local/manifests/tools:") || strings.Join(r.Images, ",") != "docker.io/test/sidecar:1" {
+		t.Errorf("release: %+v", r)
+	}
+	var found bool
+	for _, a := range lock.Artifacts {
+		found = found || a.Ref == "docker.io/test/sidecar:1"
+	}
+	if !found {
+		t.Error("the kustomization's image is not in the bundle")
+	}
+}
