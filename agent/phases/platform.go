@@ -492,25 +492,105 @@ func (in *installer) apply(ctx context.Context, r bundle.LockRelease, objs []pla
 	if err := in.applyList(ctx, append(nss, crds...), args); err != nil {
 		return err
 	}
-	if len(crds) > 0 {
-		wait := []string{"wait", "--for", "condition=established", "--timeout", "120s"}
-		for _, c := range crds {
-			wait = append(wait, "customresourcedefinition/"+c.Name())
-		}
-		if _, err := in.kubectl(ctx, wait...); err != nil {
-			return fmt.Errorf("CRDs not established: %w", err)
-		}
+	// CRDs first, then everything but the resources of CRDs that are not
+	// established yet because their conversion webhook waits for a CA
+	// that a controller of this very release injects; those last, once
+	// their CRD is established.
+	waiting, err := in.establish(ctx, crds)
+	if err != nil {
+		return err
 	}
+	var later []platform.Object
 	for _, g := range groups {
+		var now []platform.Object
+		for _, o := range g.Objects {
+			if waiting[o.TypeKey()] {
+				if g.Namespace == "" {
+					o = withNamespace(o, r.Namespace)
+				}
+				later = append(later, o)
+				continue
+			}
+			now = append(now, o)
+		}
 		a := args
 		if g.Namespace == "" {
 			a = append(append([]string{}, args...), "-n", r.Namespace)
 		}
-		if err := in.applyList(ctx, g.Objects, a); err != nil {
+		if err := in.applyList(ctx, now, a); err != nil {
 			return err
 		}
 	}
+	if len(later) > 0 {
+		var names []platform.Object
+		for _, c := range crds {
+			if waiting[c.TypeKey()] {
+				names = append(names, c)
+			}
+		}
+		for {
+			w, err := in.establish(ctx, names)
+			if err != nil {
+				return err
+			}
+			if len(w) == 0 {
+				break
+			}
+			if err := in.e.sleep(ctx, 3*time.Second); err != nil {
+				return fmt.Errorf("CRDs %v wait for their conversion webhook's CA bundle", keys(w))
+			}
+		}
+		return in.applyList(ctx, later, args)
+	}
 	return nil
+}
+
+// establish waits until every CRD of crds is established or waits for
+// its webhook's CA bundle, and returns the GROUP/KIND of the latter.
+func (in *installer) establish(ctx context.Context, crds []platform.Object) (map[string]bool, error) {
+	if len(crds) == 0 {
+		return nil, nil
+	}
+	for {
+		b, err := platform.Stream(crds)
+		if err != nil {
+			return nil, err
+		}
+		out, err := in.kubectlIn(ctx, b, false, "get", "-f", "-", "-o", "json")
+		if err != nil {
+			return nil, fmt.Errorf("reading the CRDs: %w", err)
+		}
+		live, err := platform.Decode(out)
+		if err != nil {
+			return nil, err
+		}
+		waiting := map[string]bool{}
+		var pending []string
+		for _, c := range live {
+			ok, ca := platform.CRDState(c)
+			switch {
+			case ca:
+				waiting[c.TypeKey()] = true
+			case !ok:
+				pending = append(pending, c.Name())
+			}
+		}
+		if len(pending) == 0 {
+			return waiting, nil
+		}
+		if err := in.e.sleep(ctx, secondDur); err != nil {
+			return nil, fmt.Errorf("CRDs not established: %s", strings.Join(pending, ", "))
+		}
+	}
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (in *installer) applyList(ctx context.Context, objs []platform.Object, args []string) error {
@@ -521,8 +601,25 @@ func (in *installer) applyList(ctx context.Context, objs []platform.Object, args
 	if err != nil {
 		return err
 	}
-	_, err = in.kubectlIn(ctx, b, true, append(args, "-f", "-")...)
-	return err
+	for {
+		_, err = in.kubectlIn(ctx, b, true, append(args, "-f", "-")...)
+		if err == nil || !webhookNotReady(err) {
+			return err
+		}
+		// An admission webhook of this release (cert-manager's, say) does
+		// not answer yet: kubectl applied every other object; its pods
+		// start, then the refused objects go in.
+		if serr := in.e.sleep(ctx, 5*time.Second); serr != nil {
+			return err
+		}
+	}
+}
+
+// webhookNotReady reports whether kubectl failed because an admission
+// webhook's service does not answer (yet).
+func webhookNotReady(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "failed calling webhook") || strings.Contains(s, "no endpoints available for service")
 }
 
 // waitGate polls the gate until it passes, a failure that waiting cannot

@@ -110,3 +110,26 @@ func TestSelects(t *testing.T) {
 		}
 	}
 }
+
+func TestCRDStateAndTypeKey(t *testing.T) {
+	crd := obj(t, `{apiVersion: apiextensions.k8s.io/v1, kind: CustomResourceDefinition, metadata: {name: inferenceservices.serving.kserve.io},
+		spec: {group: serving.kserve.io, names: {kind: InferenceService}},
+		status: {conditions: [{type: Established, status: "False", reason: InvalidCABundle, message: The conversion webhook CABundle is invalid}]}}`)
+	if ok, ca := platform.CRDState(crd); ok || !ca {
+		t.Errorf("CRDState = %v %v, want not established, waiting for its CA", ok, ca)
+	}
+	if got := crd.TypeKey(); got != "serving.kserve.io/InferenceService" {
+		t.Errorf("TypeKey = %s", got)
+	}
+	cr := obj(t, `{apiVersion: serving.kserve.io/v1beta1, kind: InferenceService, metadata: {name: x}}`)
+	if cr.TypeKey() != crd.TypeKey() {
+		t.Errorf("resource %s, CRD %s", cr.TypeKey(), crd.TypeKey())
+	}
+	if k := obj(t, `{apiVersion: v1, kind: ConfigMap, metadata: {name: c}}`).TypeKey(); k != "/ConfigMap" {
+		t.Errorf("core TypeKey = %s", k)
+	}
+	pending := obj(t, `{apiVersion: apiextensions.k8s.io/v1, kind: CustomResourceDefinition, metadata: {name: c}}`)
+	if ok, ca := platform.CRDState(pending); ok || ca {
+		t.Errorf("a new CRD: %v %v", ok, ca)
+	}
+}

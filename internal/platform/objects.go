@@ -159,3 +159,38 @@ func Images(objs []Object) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TypeKey is GROUP/KIND of the objects a CRD serves ("serving.kserve.io/InferenceService").
+func (o Object) TypeKey() string {
+	if o.IsCRD() {
+		spec, _ := o["spec"].(map[string]any)
+		names, _ := spec["names"].(map[string]any)
+		g, _ := spec["group"].(string)
+		k, _ := names["kind"].(string)
+		return g + "/" + k
+	}
+	g, _, ok := strings.Cut(o.APIVersion(), "/")
+	if !ok {
+		g = ""
+	}
+	return g + "/" + o.Kind()
+}
+
+// CRDState says whether a CRD, as the API server returns it, is
+// established, and when not, whether it waits for the CA bundle of its
+// conversion webhook (injected by a controller, cert-manager's cainjector,
+// that runs only once the release is applied): such a CRD's resources are
+// applied last, once it is established.
+func CRDState(crd Object) (established, waitsForCA bool) {
+	st, _ := crd["status"].(map[string]any)
+	if cond(st, "Established") == "True" {
+		return true, false
+	}
+	for _, c := range list(st["conditions"]) {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Established" && m["reason"] == "InvalidCABundle" {
+			return false, true
+		}
+	}
+	return false, false
+}
