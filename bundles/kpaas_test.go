@@ -2,7 +2,9 @@ package bundles_test
 
 import (
 	"flag"
+	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	bundlev1 "kpaas.dev/appliance/api/bundle/v1alpha1"
 	cluster "kpaas.dev/appliance/api/cluster/v1alpha1"
+	"kpaas.dev/appliance/builder/bake"
 	"kpaas.dev/appliance/builder/charts"
 	"kpaas.dev/appliance/internal/kubetest"
 	"kpaas.dev/appliance/internal/platform"
@@ -102,12 +105,29 @@ func renderPlatform(t *testing.T, file string) (*bundlev1.Bundle, []rendered) {
 			if objs, err = platform.Decode(data); err != nil {
 				t.Fatalf("release %s: %v", r.Name, err)
 			}
+		case r.Kustomize != "":
+			data, err := bake.Kustomize(base, r.Kustomize)
+			if err != nil {
+				t.Fatalf("release %s: %v", r.Name, err)
+			}
+			if objs, err = platform.Decode(data); err != nil {
+				t.Fatalf("release %s: %v", r.Name, err)
+			}
 		default:
-			t.Fatalf("release %s: no source this test renders", r.Name)
+			t.Fatalf("release %s: no source", r.Name)
 		}
 		out = append(out, rendered{r, objs})
 	}
 	return m, out
+}
+
+// removedAfter125 are the API versions the bundle's objects use that
+// Kubernetes v1.25 (the bundle's) serves and later versions removed.
+var removedAfter125 = map[string]bool{
+	"autoscaling/v2beta2/HorizontalPodAutoscaler": true,
+	"autoscaling/v2beta1/HorizontalPodAutoscaler": true,
+	"policy/v1beta1/PodSecurityPolicy":            true,
+	"batch/v1beta1/CronJob":                       true,
 }
 
 func normalize(t *testing.T, ref string) string {
@@ -136,7 +156,7 @@ func TestKPaaSPlatformAppliesToRealAPIServer(t *testing.T) {
 	for _, r := range rs {
 		for _, img := range platform.Images(r.objs) {
 			all = append(all, normalize(t, img))
-			if len(r.release.Manifests) > 0 && !listed[normalize(t, img)] {
+			if r.release.Chart == "" && !listed[normalize(t, img)] && !excluded(m, img) {
 				t.Errorf("release %s names %s, which the bundle's images do not list", r.release.Name, img)
 			}
 		}
@@ -153,6 +173,9 @@ func TestKPaaSPlatformAppliesToRealAPIServer(t *testing.T) {
 		t.Errorf("the platform's images differ from %s (go test -update rewrites it):\n%s", golden, got)
 	}
 
+	if testing.Short() {
+		t.Skip("applies ~700 objects to a real API server (3 minutes on two cores)")
+	}
 	k := kubetest.Start(t)
 	byName := map[string]rendered{}
 	var nodes []platform.Node
@@ -164,15 +187,42 @@ func TestKPaaSPlatformAppliesToRealAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	applied := 0
+	applied, deferred := 0, 0
+	var webhooks []platform.Object
+	old := map[string]int{}
 	for _, level := range levels {
 		for _, n := range level {
 			r := byName[n]
 			crds, groups := platform.Split(r.objs)
 			ns := []platform.Object{{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": r.release.Namespace}}}
 			apply(t, k, "", append(ns, crds...))
+			// CRDs established; those whose conversion webhook waits for
+			// cert-manager's CA injection (nothing runs here) hold back
+			// their resources, as the agent does.
+			waiting := map[string]bool{}
 			for _, c := range crds {
-				k.Kubectl(nil, "wait", "--for", "condition=established", "--timeout", "60s", "customresourcedefinition/"+c.Name())
+				k.Eventually(2*time.Minute, func() error {
+					out, err := k.KubectlErr(nil, "get", "customresourcedefinition", c.Name(), "-o", "json")
+					if err != nil {
+						return err
+					}
+					live, err := platform.Decode([]byte(out))
+					if err != nil || len(live) != 1 {
+						return fmt.Errorf("CRD %s: %v", c.Name(), err)
+					}
+					ok, ca := platform.CRDState(live[0])
+					if ca {
+						waiting[c.TypeKey()] = true
+						return nil
+					}
+					if !ok {
+						return fmt.Errorf("CRD %s not established: %v", c.Name(), live[0]["status"])
+					}
+					return nil
+				})
+			}
+			for w := range waiting {
+				t.Logf("release %s: CRD %s waits for its conversion webhook's CA", n, w)
 			}
 			for _, g := range groups {
 				for _, o := range g.Objects {
@@ -184,16 +234,50 @@ func TestKPaaSPlatformAppliesToRealAPIServer(t *testing.T) {
 				if g.Namespace == "" {
 					target = r.release.Namespace
 				}
-				apply(t, k, target, g.Objects)
-				applied += len(g.Objects)
+				var now []platform.Object
+				for _, o := range g.Objects {
+					switch {
+					case waiting[o.TypeKey()]:
+						deferred++
+						continue
+					case removedAfter125[o.APIVersion()+"/"+o.Kind()]:
+						// The bundle installs Kubernetes v1.25.6; the test's
+						// API server is the toolchain's, which no longer
+						// serves these.
+						old[o.APIVersion()+"/"+o.Kind()]++
+						continue
+					case strings.HasSuffix(o.Kind(), "WebhookConfiguration"):
+						// Applied last: nothing runs here to answer them.
+						webhooks = append(webhooks, o)
+						continue
+					}
+					now = append(now, o)
+				}
+				apply(t, k, target, now)
+				applied += len(now)
 			}
 			applied += len(crds)
 		}
 	}
+	for kind, n := range old {
+		t.Logf("%d objects of %s left out: served by Kubernetes v1.25 (the bundle's), not by the test's API server", n, kind)
+	}
+	apply(t, k, "", webhooks)
+	applied += len(webhooks)
 	if applied < 50 {
 		t.Errorf("only %d objects applied", applied)
 	}
-	t.Logf("%d objects of %d releases applied in %d levels", applied, len(rs), len(levels))
+	t.Logf("%d objects of %d releases applied in %d levels, %d held back for CRDs that wait for a CA", applied, len(rs), len(levels), deferred)
+}
+
+// excluded reports whether the manifest leaves img out on purpose.
+func excluded(m *bundlev1.Bundle, img string) bool {
+	for _, e := range m.Exclude {
+		if ok, _ := path.Match(e.Image, img); ok || e.Image == img {
+			return true
+		}
+	}
+	return false
 }
 
 func apply(t *testing.T, k *kubetest.Env, ns string, objs []platform.Object) {
