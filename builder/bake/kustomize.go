@@ -14,11 +14,11 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
-// kustomizeBuild renders the kustomization spec (relative to base) as
+// Kustomize renders the kustomization spec (relative to base) as
 // `kustomize build` does, with kustomize's library: the nodes need no
 // kustomize. spec may be ARCHIVE.tar.gz//SUBDIR: the archive is unpacked
 // into a temp folder first (a vendored upstream tree kept as one file).
-func kustomizeBuild(base, spec string) ([]byte, error) {
+func Kustomize(base, spec string) ([]byte, error) {
 	dir := filepath.Join(base, filepath.FromSlash(spec))
 	if archive, sub, ok := strings.Cut(spec, "//"); ok && (strings.HasSuffix(archive, ".tar.gz") || strings.HasSuffix(archive, ".tgz")) {
 		archive = filepath.Join(base, filepath.FromSlash(archive))

@@ -46,7 +46,7 @@ func loadPlatform(ctx context.Context, st *state) error {
 		var err error
 		switch {
 		case r.Kustomize != "":
-			stream, err = kustomizeBuild(base, r.Kustomize)
+			stream, err = Kustomize(base, r.Kustomize)
 		case len(r.Manifests) > 0:
 			stream, err = readManifests(base, r.Manifests)
 		}
