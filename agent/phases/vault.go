@@ -109,3 +109,31 @@ func (in *installer) unsealVault(ctx context.Context, r bundle.LockRelease) erro
 	}
 	return nil
 }
+
+// UnsealVaults unseals the platform's Vault releases that are initialised
+// and sealed (their pod restarted since the agent last ran). It does
+// nothing on other nodes than the first control plane, and skips a Vault
+// whose pod does not answer. `kpaas-agent renew` calls it.
+func UnsealVaults(ctx context.Context, e *Env) error {
+	if e.Lock.Platform == nil || !e.IsFirstControlPlane() {
+		return nil
+	}
+	in, err := newInstaller(e)
+	if err != nil {
+		return err
+	}
+	for _, r := range e.Lock.Platform.Releases {
+		if !r.Vault {
+			continue
+		}
+		st, err := in.vaultStatus(ctx, r)
+		if err != nil || !st.Initialized || !st.Sealed {
+			continue
+		}
+		if err := in.unsealVault(ctx, r); err != nil {
+			return fmt.Errorf("release %s: %w", r.Name, err)
+		}
+		e.Progress.Printf("release %s: Vault unsealed", r.Name)
+	}
+	return nil
+}
