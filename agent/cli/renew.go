@@ -12,7 +12,7 @@ import (
 func newRenewCmd(s *streams, o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "renew",
-		Short: "On a control plane: keep the bootstrap token valid and refresh the cluster's node status (the daily timer)",
+		Short: "On a control plane: keep the bootstrap token valid, refresh the cluster's node status, unseal a restarted Vault (the daily timer)",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			env, err := loadEnv(o.host(), progress.New(s.out, progress.Terminal(false)))
@@ -28,6 +28,9 @@ func newRenewCmd(s *streams, o *options) *cobra.Command {
 			}
 			if err := phases.PublishStatus(c.Context(), env); err != nil {
 				return fmt.Errorf("publishing the node status: %w", err)
+			}
+			if err := phases.UnsealVaults(c.Context(), env); err != nil {
+				return fmt.Errorf("unsealing vault: %w", err)
 			}
 			fmt.Fprintf(s.out, "kpaas-agent renew: bootstrap token valid for another 24h; node status published\n")
 			return nil

@@ -1,8 +1,14 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"text/tabwriter"
+
+	"kpaas.dev/appliance/agent/phases"
 
 	"github.com/spf13/cobra"
 )
@@ -35,9 +41,33 @@ func newStatusCmd(s *streams, o *options) *cobra.Command {
 			for _, p := range j.Phases {
 				fmt.Fprintf(tw, "%s\t%s\t%.1f\t%d\t%s\n", p.Name, p.State, p.Seconds, p.Boot, p.Error)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return printReleases(s, o)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the journal as JSON")
 	return c
+}
+
+// printReleases shows the platform's releases as the first control
+// plane's agent last saw them (nothing on other nodes).
+func printReleases(s *streams, o *options) error {
+	b, err := os.ReadFile(filepath.Join(o.root, phases.PlatformStatusFile))
+	if err != nil {
+		return nil
+	}
+	var rs []phases.ReleaseStatus
+	if err := json.Unmarshal(b, &rs); err != nil || len(rs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(s.out)
+	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RELEASE\tSTATE\tSECONDS\tURL\tERROR")
+	for _, r := range rs {
+		e, _, _ := strings.Cut(r.Error, "\n")
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%s\n", r.Name, r.State, r.Seconds, r.URL, e)
+	}
+	return tw.Flush()
 }

@@ -82,6 +82,7 @@ func List() []Phase {
 		seed(),
 		kubeadm(),
 		network(),
+		platformPhase(),
 		ready(),
 	}
 }

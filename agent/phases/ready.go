@@ -45,6 +45,8 @@ type NodeStatus struct {
 	// resident memory when the agent finished (0: unknown).
 	AgentMaxRSSKiB int64 `json:"agentMaxRSSKiB"`
 	SeedRSSKiB     int64 `json:"seedRSSKiB"`
+	// Releases are the platform's releases (first control plane only).
+	Releases []ReleaseStatus `json:"releases,omitempty"`
 }
 
 // PhaseStatus is one phase in a NodeStatus.
@@ -80,6 +82,9 @@ func ready() Phase {
 				st.AgentMaxRSSKiB = e.MaxRSS()
 			}
 			st.SeedRSSKiB = seedRSS(ctx, e)
+			if e.IsFirstControlPlane() && e.Lock.Platform != nil {
+				st.Releases, _ = ReleaseStatuses(ctx, e)
+			}
 			b, err := json.Marshal(st)
 			if err != nil {
 				return err
@@ -98,6 +103,7 @@ func ready() Phase {
 			}
 			e.Progress.Printf("kpaas-agent: node %s (%s) ready: API https://%s, %s since power-on",
 				e.Node.Name, e.Node.Role, e.Cluster.ControlPlaneEndpoint.String(), round1(st.SincePowerOn))
+			printPlatform(e, st.Releases)
 			return nil
 		},
 		Retry: retry.Policy{Attempts: 5, Base: 5 * time.Second, Max: 30 * time.Second},
@@ -230,4 +236,35 @@ func seedRSS(ctx context.Context, e *Env) int64 {
 		}
 	}
 	return 0
+}
+
+// printPlatform ends the summary with the platform: each release's state
+// and duration, the URLs an operator opens, and where the passwords are.
+func printPlatform(e *Env, rs []ReleaseStatus) {
+	if len(rs) == 0 {
+		return
+	}
+	for _, r := range rs {
+		state := r.State
+		if state == "" {
+			state = "not installed yet"
+		}
+		line := fmt.Sprintf("  release %-20s %-9s %6.1fs", r.Name, state, r.Seconds)
+		if r.URL != "" {
+			line += "  " + r.URL
+		}
+		e.Progress.Printf("%s", line)
+	}
+	if p := e.Lock.Platform; p != nil && len(p.Secrets) > 0 {
+		var names []string
+		for _, s := range p.Secrets {
+			names = append(names, s.Namespace+"/"+s.Name)
+		}
+		e.Progress.Printf("  passwords: the Secrets %s; on the operator's machine: kpaas cluster secrets DIR --show NAME", strings.Join(names, ", "))
+	}
+	for _, r := range e.Lock.Platform.Releases {
+		if r.Vault {
+			e.Progress.Printf("  vault %s: unseal key and root token in %s on %s (root only)", r.Name, vaultFile(r), e.Node.Name)
+		}
+	}
 }

@@ -77,6 +77,7 @@ type state struct {
 	bar      *progress.Bar
 
 	charts   []*chartArtifact
+	platform []*releaseArtifact
 	resolved []*imageArtifact
 	entries  []entry
 	lock     *bundle.Lock
@@ -92,6 +93,7 @@ func bakeSteps(st *state) []steps.Step {
 	return []steps.Step{
 		step("manifest", loadManifest),  // parse and validate the manifest
 		step("charts", fetchCharts),     // fetch every chart, render it, list its images
+		step("platform", loadPlatform),  // read the platform's manifests, list their images
 		step("resolve", resolveImages),  // pin every image (manifest ∪ charts − excluded) to a digest
 		step("images", writeImages),     // copy image blobs into the layout
 		step("files", writeFiles),       // copy host files, verified against sha256

@@ -243,8 +243,18 @@ func resolveImages(ctx context.Context, st *state) error {
 			if _, listed := byRef[img.Ref]; !listed && excluded(m.Exclude, img.Ref) {
 				continue
 			}
-			if err := add(img.Ref, bundle.KindImage, nil, c.spec.Name); err != nil {
+			if err := add(img.Ref, bundle.KindImage, nil, "chart "+c.spec.Name); err != nil {
 				errs = append(errs, fmt.Errorf("chart %q: image %s: %w", c.spec.Name, img.Ref, err))
+			}
+		}
+	}
+	for _, r := range st.platform {
+		for _, img := range r.images {
+			if _, listed := byRef[img]; !listed && excluded(m.Exclude, img) {
+				continue
+			}
+			if err := add(img, bundle.KindImage, nil, "release "+r.spec.Name); err != nil {
+				errs = append(errs, fmt.Errorf("platform release %q: image %s: %w", r.spec.Name, img, err))
 			}
 		}
 	}
@@ -270,7 +280,7 @@ func resolveImages(ctx context.Context, st *state) error {
 			}
 			name := a.ref.String()
 			if len(a.fromChart) > 0 {
-				name = fmt.Sprintf("%s (needed by chart %s)", a.ref, strings.Join(a.fromChart, ", "))
+				name = fmt.Sprintf("%s (needed by %s)", a.ref, strings.Join(a.fromChart, ", "))
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -510,6 +520,9 @@ func writeFiles(ctx context.Context, st *state) error {
 		}
 		st.entries = append(st.entries, e)
 	}
+	if err := writePlatform(ctx, st); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -596,6 +609,7 @@ func writeIndex(ctx context.Context, st *state) error {
 	}
 	st.summary.Blobs = int64(len(unique))
 	st.summary.DedupSaved = st.summary.LogicalBytes - st.summary.UniqueBytes
+	lock.Platform = st.lockPlatform()
 	st.lock = lock
 	b, err := lock.Marshal()
 	if err != nil {

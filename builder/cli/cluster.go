@@ -29,6 +29,7 @@ func newClusterCmd(s *streams) *cobra.Command {
 		newClusterInitCmd(s),
 		newClusterLintCmd(s),
 		newClusterConfigDiskCmd(s),
+		newClusterSecretsCmd(s),
 	)
 	return cmd
 }
@@ -54,6 +55,7 @@ type clusterInitOptions struct {
 	nodes                     []string
 	force, rotateToken        bool
 	asJSON                    bool
+	bundle                    string
 }
 
 func newClusterInitCmd(s *streams) *cobra.Command {
@@ -91,6 +93,7 @@ Init prints the files it wrote and their modes, never their content.`,
 	f.BoolVar(&o.force, "force", false, "replace existing secrets with new ones")
 	f.BoolVar(&o.rotateToken, "rotate-token", false, "replace only the bootstrap token of existing secrets")
 	f.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
+	f.StringVar(&o.bundle, "bundle", "", "also generate the per-cluster secrets this bundle manifest's platform declares")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
 }
@@ -153,6 +156,15 @@ func runClusterInit(s *streams, o clusterInitOptions) error {
 		}
 		if err := clustersecrets.Generate(o.out, c, time.Now(), opts...); err != nil {
 			return err
+		}
+	}
+	if o.bundle != "" {
+		made, err := generatePlatformSecrets(o.out, o.bundle)
+		if err != nil {
+			return err
+		}
+		for _, m := range made {
+			names = append(names, clustersecrets.PlatformDir+"/"+m)
 		}
 	}
 	for _, n := range names {
@@ -408,6 +420,21 @@ func writeConfigDisk(cmd *cobra.Command, dir, nodeName, out string) (*configDisk
 			return nil, fmt.Errorf("%w (in %s)", err, dir)
 		}
 		files["/"+v1alpha1.SecretsDir+"/"+name] = disk.FromBytes(b)
+	}
+	// The platform's secrets go to the first control plane alone: its
+	// agent installs the platform.
+	if fcp := c.FirstControlPlane(); fcp != nil && fcp.Name == node.Name {
+		ps, err := clustersecrets.PlatformNames(dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			b, err := clustersecrets.ReadPlatform(dir, strings.TrimPrefix(p, clustersecrets.PlatformDir+"/"))
+			if err != nil {
+				return nil, err
+			}
+			files["/"+v1alpha1.SecretsDir+"/"+p] = disk.FromBytes(b)
+		}
 	}
 	var opts []disk.Option
 	if epoch, ok, err := sourceDateEpoch(); err != nil {

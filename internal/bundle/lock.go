@@ -20,6 +20,65 @@ type Lock struct {
 	KubernetesVersion string         `json:"kubernetesVersion"`
 	Platforms         []string       `json:"platforms"`
 	Artifacts         []LockArtifact `json:"artifacts"`
+	// Platform is what the first control plane installs (absent when the
+	// manifest has no platform section).
+	Platform *LockPlatform `json:"platform,omitempty"`
+}
+
+// LockPlatform is the manifest's platform section as the agent installs
+// it: every source resolved to an artifact of the bundle.
+type LockPlatform struct {
+	// Facts are the bundle's declared facts with their defaults.
+	Facts    map[string]string `json:"facts,omitempty"`
+	Secrets  []LockSecret      `json:"secrets,omitempty"`
+	Releases []LockRelease     `json:"releases"`
+}
+
+// LockSecret is a per-cluster generated secret the agent creates as a
+// Kubernetes Secret.
+type LockSecret struct {
+	Name        string `json:"name"`
+	Namespace   string `json:"namespace"`
+	Key         string `json:"key"`
+	Description string `json:"description,omitempty"`
+}
+
+// LockRelease is one release of the platform.
+type LockRelease struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	// Chart is the reference of the chart artifact (its lock entry holds
+	// the chart's own values); Manifests the reference of the file
+	// artifact holding the release's manifests (vendored files or a
+	// kustomization rendered at bake time) as one YAML stream.
+	Chart     string `json:"chart,omitempty"`
+	Manifests string `json:"manifests,omitempty"`
+	// Values are merged over the chart's values; they may name
+	// ${fact:NAME} and ${secret:NAME}, expanded on the node.
+	Values     map[string]any    `json:"values,omitempty"`
+	Substitute map[string]string `json:"substitute,omitempty"`
+	DependsOn  []string          `json:"dependsOn,omitempty"`
+	Gate       LockGate          `json:"gate"`
+	Timeout    string            `json:"timeout"`
+	URL        string            `json:"url,omitempty"`
+	Vault      bool              `json:"vault,omitempty"`
+	// Images are the references the release's objects name.
+	Images []string `json:"images,omitempty"`
+}
+
+// LockGate is when a release counts as healthy (see the manifest's gate).
+type LockGate struct {
+	Skip       bool                `json:"skip,omitempty"`
+	Conditions []LockGateCondition `json:"conditions,omitempty"`
+}
+
+// LockGateCondition is one extra check of a gate.
+type LockGateCondition struct {
+	Object    string `json:"object,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	JSONPath  string `json:"jsonPath,omitempty"`
+	Equals    string `json:"equals,omitempty"`
+	Service   string `json:"service,omitempty"`
 }
 
 // LockArtifact is one resolved artifact.

@@ -23,6 +23,7 @@ func (b *Bundle) Default() {
 			c.Namespace = c.Release
 		}
 	}
+	b.defaultPlatform()
 	for i := range b.Files {
 		if b.Files[i].Mode == "" {
 			b.Files[i].Mode = DefaultFileMode

@@ -75,6 +75,7 @@ func (d *decoder) bundle(n ast.Node) *Bundle {
 		"exclude": func(path string, n ast.Node) {
 			d.List(path, n, func(path string, n ast.Node) { b.Exclude = append(b.Exclude, d.exclude(path, n)) })
 		},
+		"platform": func(path string, n ast.Node) { b.Platform = d.platform(path, n) },
 	})
 	return b
 }
@@ -136,4 +137,104 @@ func (d *decoder) exclude(path string, n ast.Node) Exclude {
 		"reason": d.Str(&e.Reason),
 	})
 	return e
+}
+
+func (d *decoder) platform(path string, n ast.Node) *Platform {
+	p := &Platform{}
+	d.Object(path, n, fields{
+		"facts": func(path string, n ast.Node) { p.Facts = d.strMap(path, n) },
+		"secrets": func(path string, n ast.Node) {
+			d.List(path, n, func(path string, n ast.Node) {
+				var s PlatformSecret
+				d.Object(path, n, fields{
+					"name":        d.Str(&s.Name),
+					"namespace":   d.Str(&s.Namespace),
+					"key":         d.Str(&s.Key),
+					"description": d.Str(&s.Description),
+				})
+				p.Secrets = append(p.Secrets, s)
+			})
+		},
+		"releases": func(path string, n ast.Node) {
+			d.List(path, n, func(path string, n ast.Node) { p.Releases = append(p.Releases, d.release(path, n)) })
+		},
+	})
+	return p
+}
+
+func (d *decoder) release(path string, n ast.Node) Release {
+	var r Release
+	d.Object(path, n, fields{
+		"name":      d.Str(&r.Name),
+		"namespace": d.Str(&r.Namespace),
+		"chart":     d.Str(&r.Chart),
+		"manifests": d.Strs(&r.Manifests),
+		"kustomize": d.Str(&r.Kustomize),
+		"values": func(path string, n ast.Node) {
+			switch v := d.Value(path, n).(type) {
+			case nil:
+			case map[string]any:
+				r.Values = v
+			default:
+				d.Fail(path, n, "expected a mapping, got %s", yamldecode.Kind(d.Resolve(path, n)))
+			}
+		},
+		"substitute": func(path string, n ast.Node) { r.Substitute = d.strMap(path, n) },
+		"dependsOn":  d.Strs(&r.DependsOn),
+		"gate": func(path string, n ast.Node) {
+			d.Object(path, n, fields{
+				"skip": d.bool(&r.Gate.Skip),
+				"conditions": func(path string, n ast.Node) {
+					d.List(path, n, func(path string, n ast.Node) {
+						var c GateCondition
+						d.Object(path, n, fields{
+							"object":    d.Str(&c.Object),
+							"namespace": d.Str(&c.Namespace),
+							"jsonPath":  d.Str(&c.JSONPath),
+							"equals":    d.Str(&c.Equals),
+							"service":   d.Str(&c.Service),
+						})
+						r.Gate.Conditions = append(r.Gate.Conditions, c)
+					})
+				},
+			})
+		},
+		"timeout": d.Str(&r.Timeout),
+		"vault":   d.bool(&r.Vault),
+		"url":     d.Str(&r.URL),
+	})
+	return r
+}
+
+// strMap decodes a mapping of strings.
+func (d *decoder) strMap(path string, n ast.Node) map[string]string {
+	if !d.IsMapping(path, n) {
+		if d.Value(path, n) != nil {
+			d.Fail(path, n, "expected a mapping, got %s", yamldecode.Kind(d.Resolve(path, n)))
+		}
+		return nil
+	}
+	m := map[string]string{}
+	fs := fields{}
+	// Every key is allowed: decode the mapping's values as strings.
+	if v, ok := d.Value(path, n).(map[string]any); ok {
+		for k := range v {
+			fs[k] = func(path string, n ast.Node) { m[k] = d.Scalar(path, n) }
+		}
+	}
+	d.Object(path, n, fs)
+	return m
+}
+
+// bool decodes true or false.
+func (d *decoder) bool(dst *bool) yamldecode.Field {
+	return func(path string, n ast.Node) {
+		switch v := d.Resolve(path, n).(type) {
+		case nil, *ast.NullNode:
+		case *ast.BoolNode:
+			*dst = v.Value
+		default:
+			d.Fail(path, v, "expected true or false, got %s", yamldecode.Kind(v))
+		}
+	}
 }

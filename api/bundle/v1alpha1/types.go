@@ -34,6 +34,10 @@ type Bundle struct {
 	Charts  []Chart   `yaml:"charts,omitempty" json:"charts,omitempty"`
 	Files   []File    `yaml:"files,omitempty" json:"files,omitempty"`
 	Exclude []Exclude `yaml:"exclude,omitempty" json:"exclude,omitempty"`
+
+	// Platform is what the first control plane installs from the bundle
+	// once the cluster has formed (optional).
+	Platform *Platform `yaml:"platform,omitempty" json:"platform,omitempty"`
 }
 
 // Metadata names a bundle.

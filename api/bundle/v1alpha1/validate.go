@@ -72,6 +72,7 @@ func (b *Bundle) validate() []Problem {
 	ps.charts(b.Charts)
 	ps.files(b.Files)
 	ps.excludes(b.Exclude)
+	ps.platform(b)
 	return ps
 }
 

@@ -1,0 +1,332 @@
+package phases_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+
+	"kpaas.dev/appliance/agent/host"
+	"kpaas.dev/appliance/agent/phases"
+	cluster "kpaas.dev/appliance/api/cluster/v1alpha1"
+	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/exec"
+	"kpaas.dev/appliance/internal/kubetest"
+	"kpaas.dev/appliance/internal/names"
+	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/internal/steps"
+)
+
+// realKubectl runs the phase's kubectl commands with the toolchain's
+// kubectl against a real API server (internal/kubetest): the exec seam
+// with the real program behind it, the admin kubeconfig swapped for the
+// test cluster's. It refuses every other command.
+type realKubectl struct {
+	env   *kubetest.Env
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *realKubectl) Run(ctx context.Context, c exec.Cmd) ([]byte, error) {
+	if c.Name != "kubectl" {
+		return nil, &exec.RunError{Cmd: c, ExitCode: 127, Err: errors.New("not on this machine")}
+	}
+	r.mu.Lock()
+	r.lines = append(r.lines, lineOf(c))
+	r.mu.Unlock()
+	args := slices.Clone(c.Args)
+	for i := range args {
+		if args[i] == "/etc/kubernetes/admin.conf" {
+			args[i] = r.env.Kubeconfig
+		}
+	}
+	c.Name, c.Args = filepath.Join(r.env.BinDir, "kubectl"), args
+	return exec.Host{}.Run(ctx, c)
+}
+
+func (r *realKubectl) count(prefix string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return count(r.lines, prefix)
+}
+
+// platformBundle writes a bundle holding the test chart, the test
+// manifests and a lock whose platform section is p.
+func platformBundle(t *testing.T, dir string, p *bundle.LockPlatform) {
+	t.Helper()
+	s, err := bundle.Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := s.NewWriter()
+	lock := &bundle.Lock{APIVersion: "kpaas.dev/v1alpha1", Kind: bundle.LockKind, Name: "test", Version: "1", KubernetesVersion: "v1.35.4", Platform: p}
+	var ds []v1.Descriptor
+	add := func(kind bundle.Kind, ref string, raw []byte, la bundle.LockArtifact) {
+		h, size, err := w.WriteBytes(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := v1.Descriptor{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: h, Size: size}
+		ds = append(ds, bundle.Annotate(d, kind, ref))
+		la.Kind, la.Ref, la.Digest, la.MediaType = kind, ref, h.String(), string(d.MediaType)
+		lock.Artifacts = append(lock.Artifacts, la)
+	}
+	// The chart, packaged as helm does.
+	c, err := loader.LoadDir("testdata/platform/charts/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgz, err := chartutil.Save(c, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive, _ := os.ReadFile(tgz)
+	cfg, _ := json.Marshal(c.Metadata)
+	ch, chs, _ := w.WriteBytes(cfg)
+	lh, ls, _ := w.WriteBytes(archive)
+	raw, err := bundle.ChartManifest(v1.Descriptor{Digest: ch, Size: chs}, v1.Descriptor{Digest: lh, Size: ls}, "app", "0.1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	add(bundle.KindChart, "kpaas.local/charts/app:0.1.0", raw, bundle.LockArtifact{Chart: &bundle.LockChart{
+		Name: "app", Version: "0.1.0", Release: "app", Namespace: "app", Values: map[string]any{"replicas": 0},
+	}})
+	for _, m := range []string{"crds", "broken"} {
+		data, err := os.ReadFile("testdata/platform/manifests/" + m + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, size, _ := w.WriteBytes(data)
+		w.WriteBytes(bundle.EmptyJSON)
+		raw, err := bundle.FileManifest(v1.Descriptor{Digest: h, Size: size}, m+".yaml", "1", "0644", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(bundle.KindFile, "kpaas.local/manifests/"+m+":1", raw, bundle.LockArtifact{})
+	}
+	if err := s.SetEntries(ds); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := lock.Marshal()
+	if _, err := s.WriteFile(bundle.LockFile, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// platformEnv is the first control plane of the test site, whose kubectl
+// talks to k.
+func platformEnv(t *testing.T, k *kubetest.Env, p *bundle.LockPlatform) (*phases.Env, *realKubectl, *bytes.Buffer) {
+	t.Helper()
+	root := t.TempDir()
+	platformBundle(t, filepath.Join(root, names.BundleDir), p)
+	store, err := bundle.Open(filepath.Join(root, names.BundleDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := store.ReadLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.Parse("site.yaml", []byte(siteYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := filepath.Join(names.ConfigDir, cluster.SecretsDir)
+	write(t, root, filepath.Join(secrets, phases.PlatformSecrets, "app-password"), []byte("correct-horse-battery\n"), 0o600)
+	r := &realKubectl{env: k}
+	out := &bytes.Buffer{}
+	return &phases.Env{
+		Host: &host.Host{Root: root, Exec: r}, Bundle: store, Lock: lock, Cluster: c, Node: &c.Nodes[0],
+		SecretsDir: secrets, Progress: progress.New(out, progress.Terminal(false)),
+		Dial: phases.TCPDial, Wait: 0.05,
+	}, r, out
+}
+
+func platformPhase(t *testing.T) phases.Phase {
+	for _, p := range phases.List() {
+		if p.Name == "platform" {
+			return p
+		}
+	}
+	t.Fatal("no platform phase in List")
+	return phases.Phase{}
+}
+
+func runPhase(e *phases.Env, p phases.Phase) error {
+	p.Retry.Attempts = 1
+	r := &steps.Runner{Progress: e.Progress}
+	return r.Run(context.Background(), phases.Steps(e, []phases.Phase{p}))
+}
+
+func goodPlatform() *bundle.LockPlatform {
+	return &bundle.LockPlatform{
+		Facts:   map[string]string{"greeting": "hello"},
+		Secrets: []bundle.LockSecret{{Name: "app-password", Namespace: "kpaas-system", Key: "password"}},
+		Releases: []bundle.LockRelease{
+			{Name: "app", Namespace: "app", Chart: "kpaas.local/charts/app:0.1.0", DependsOn: []string{"crds"}, Timeout: "10m",
+				Values: map[string]any{"password": "${secret:app-password}", "endpoint": "${fact:controlPlaneEndpoint}"},
+				Gate: bundle.LockGate{Conditions: []bundle.LockGateCondition{
+					{Object: "widget/app-widget", JSONPath: "{.spec.size}", Equals: "3"},
+				}}},
+			{Name: "crds", Namespace: "crds", Manifests: "kpaas.local/manifests/crds:1", Timeout: "10m"},
+		},
+	}
+}
+
+// The platform against a real API server: releases in dependency order,
+// CRDs established before their resources (in the same stream and in a
+// later release), facts and secrets in values, records in kpaas-system;
+// a second run applies nothing.
+func TestPlatformOnRealAPIServer(t *testing.T) {
+	k := kubetest.Start(t, kubetest.WithControllerManager())
+	e, r, out := platformEnv(t, k, goodPlatform())
+	if err := runPhase(e, platformPhase(t)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if got := k.Kubectl(nil, "-n", "app", "get", "configmap", "app-settings", "-o", "jsonpath={.data.endpoint}/{.data.passwordLength}"); got != "10.0.0.11:6443/21" {
+		t.Errorf("app-settings = %q", got)
+	}
+	if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "secret", "app-password", "-o", "jsonpath={.data.password}"); got == "" {
+		t.Errorf("the platform secret was not created")
+	}
+	k.Kubectl(nil, "-n", "crds", "get", "widget", "first")
+	var st []phases.ReleaseStatus
+	b, _ := e.Host.ReadFile(phases.PlatformStatusFile)
+	if err := json.Unmarshal(b, &st); err != nil || len(st) != 2 || st[0].Name != "app" || st[0].State != "deployed" || st[1].State != "deployed" {
+		t.Errorf("%s: %s (%v)", phases.PlatformStatusFile, b, err)
+	}
+	for _, rel := range []string{"crds", "app"} {
+		if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "configmap", "kpaas-release-"+rel, "-o", "jsonpath={.data.state}"); got != "deployed" {
+			t.Errorf("release %s: %s", rel, got)
+		}
+	}
+	lines := strings.Join(r.lines, "\n")
+	if strings.Contains(lines, "correct-horse-battery") || strings.Contains(out.String(), "correct-horse-battery") {
+		t.Errorf("a secret in the commands or output")
+	}
+	// crds before app.
+	if i, j := strings.Index(out.String(), "release crds"), strings.Index(out.String(), "release app"); i < 0 || j < i {
+		t.Errorf("order:\n%s", out)
+	}
+
+	// Again: the check holds, nothing is applied.
+	r.lines = nil
+	out.Reset()
+	if err := runPhase(e, platformPhase(t)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(out.String(), "already done") || r.count("kubectl --kubeconfig /etc/kubernetes/admin.conf apply") != 0 {
+		t.Errorf("second run:\n%s\n%s", out, strings.Join(r.lines, "\n"))
+	}
+}
+
+// A release whose pods cannot run fails its gate with the object and the
+// scheduler's reason; the release that depends on it is skipped; the
+// others are deployed.
+func TestPlatformGateFailureOnRealAPIServer(t *testing.T) {
+	k := kubetest.Start(t, kubetest.WithControllerManager(), kubetest.WithScheduler())
+	p := goodPlatform()
+	p.Releases = append(p.Releases,
+		bundle.LockRelease{Name: "broken", Namespace: "broken", Manifests: "kpaas.local/manifests/broken:1", Timeout: "600s",
+			Substitute: map[string]string{"{SERVER}": "${fact:greeting}"}},
+		bundle.LockRelease{Name: "after", Namespace: "after", Manifests: "kpaas.local/manifests/crds:1", DependsOn: []string{"broken"}, Timeout: "10m"},
+	)
+	e, r, out := platformEnv(t, k, p)
+	err := runPhase(e, platformPhase(t))
+	defer func() {
+		if t.Failed() {
+			for _, l := range r.lines {
+				if strings.Contains(l, "pods") {
+					t.Log(l)
+				}
+			}
+		}
+	}()
+	if err == nil {
+		t.Fatalf("no error:\n%s", out)
+	}
+	for _, want := range []string{
+		"release broken: gate not passed in 600s",
+		"Deployment/broken in broken: 0 of 1 replicas available; pod broken-",
+		"Pending: Unschedulable: no nodes available to schedule pods",
+		"release after: skipped: release \"broken\" failed",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q:\n%v", want, err)
+		}
+	}
+	if t.Failed() {
+		t.Logf("pods: %s\nreplicasets: %s", k.Kubectl(nil, "-n", "broken", "get", "pods", "-o", "yaml"), k.Kubectl(nil, "-n", "broken", "get", "rs", "-o", "yaml"))
+	}
+	if got := k.Kubectl(nil, "-n", "broken", "get", "deployment", "broken", "-o", "jsonpath={.spec.template.spec.containers[0].env[0].value}"); got != "hello" {
+		t.Errorf("substitution: %q", got)
+	}
+	for rel, want := range map[string]string{"crds": "deployed", "app": "deployed", "broken": "failed", "after": "skipped"} {
+		if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "configmap", "kpaas-release-"+rel, "-o", "jsonpath={.data.state}"); got != want {
+			t.Errorf("release %s: %q, want %q", rel, got, want)
+		}
+	}
+}
+
+// A power cut in the middle (the agent killed while a release is being
+// applied) leaves a pending record; the next boot repairs it and skips
+// what is deployed.
+func TestPlatformResumesOnRealAPIServer(t *testing.T) {
+	k := kubetest.Start(t, kubetest.WithControllerManager())
+	e, r, out := platformEnv(t, k, goodPlatform())
+	// The first boot: crds deployed, app recorded pending, then the power goes.
+	ctx, cancel := context.WithCancel(context.Background())
+	cut := false
+	e.Host.Exec = cutAt{r: r, cancel: cancel, cut: &cut, at: func(c exec.Cmd) bool {
+		// app's objects are being applied.
+		return bytes.Contains(c.Stdin, []byte(`"name":"app-settings"`)) && slices.Contains(c.Args, "apply")
+	}}
+	ph := platformPhase(t)
+	ph.Retry.Attempts = 1
+	(&steps.Runner{Progress: e.Progress}).Run(ctx, phases.Steps(e, []phases.Phase{ph}))
+	e.Host.Exec = r
+	states := k.Kubectl(nil, "-n", "kpaas-system", "get", "configmaps", "-l", phases.ReleaseLabel, "-o", `jsonpath={range .items[*]}{.data.release}={.data.state} {end}`)
+	if !strings.Contains(states, "crds=deployed") || strings.Contains(states, "app=deployed") {
+		t.Fatalf("after the cut: %s\n%s", states, out)
+	}
+	r.lines = nil
+	if err := runPhase(e, platformPhase(t)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, l := range r.lines {
+		if strings.Contains(l, "apply") && strings.Contains(l, "customresourcedefinition") {
+			t.Errorf("the deployed release was applied again: %s", l)
+		}
+	}
+	if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "configmap", "kpaas-release-app", "-o", "jsonpath={.data.state}"); got != "deployed" {
+		t.Errorf("app after resuming: %s\n%s", got, out)
+	}
+}
+
+// cutAt passes commands to r until one for which at says true: then the
+// power goes (ctx is cancelled) and that command and every later one fail.
+type cutAt struct {
+	r      *realKubectl
+	at     func(exec.Cmd) bool
+	cancel func()
+	cut    *bool
+}
+
+func (c cutAt) Run(ctx context.Context, cmd exec.Cmd) ([]byte, error) {
+	if *c.cut || c.at(cmd) {
+		*c.cut = true
+		c.cancel()
+		return nil, &exec.RunError{Cmd: cmd, ExitCode: -1, Err: context.Canceled}
+	}
+	return c.r.Run(ctx, cmd)
+}
