@@ -40,7 +40,7 @@ for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 lists=yes
-ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || lists=no
+ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || lists=no
 if [ ${#missing[@]} -eq 0 ] && [ $lists = yes ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   if [ ${#missing[@]} -gt 0 ]; then

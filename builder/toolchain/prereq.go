@@ -61,7 +61,7 @@ func prerequisites() []prerequisite {
 		{What: "apt-get", For: "the netfilter tools layer", Package: "apt", present: tool("apt-get")},
 		{What: "dpkg-deb", For: "the netfilter tools layer", Package: "dpkg", present: tool("dpkg-deb")},
 		{What: "apt package lists", For: "the netfilter tools layer", Hint: "run apt-get update (as root)", present: func(h host) bool {
-			m, err := h.glob("/var/lib/apt/lists/*_Packages")
+			m, err := h.glob("/var/lib/apt/lists/*_Packages*") // plain, or .lz4/.gz when apt keeps them compressed
 			return err == nil && len(m) > 0
 		}},
 	}

@@ -127,3 +127,17 @@ func TestComponentAnnouncesAndHeartbeats(t *testing.T) {
 		t.Errorf("cached component: cached %v, %v, progress %q; want it silent", cached, err, again.String())
 	}
 }
+
+// Apt may keep its lists compressed (Acquire::GzipIndexes, as container
+// images often configure it): such lists count.
+func TestCompressedAptListsCount(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4"), []byte("x"), 0o644)
+	h := fullHost
+	h.glob = func(p string) ([]string, error) {
+		return filepath.Glob(filepath.Join(dir, filepath.Base(p)))
+	}
+	if err := checkPrerequisites(h, "go1.26.8"); err != nil {
+		t.Errorf("compressed lists refused: %v", err)
+	}
+}
