@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/packer"
 
 	"kpaas.dev/appliance/builder/image"
+	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/packer/internal/source"
 )
 
@@ -47,6 +48,7 @@ type env struct {
 	c       *Config
 	ui      packer.Ui
 	bundle  *source.Bundle
+	lock    *bundle.Lock
 	summary *image.Summary
 	files   []File
 }
@@ -74,11 +76,7 @@ func (b *Builder) Run(ctx context.Context, ui packer.Ui, hook packer.Hook) (pack
 	if _, ok := state.GetOk(multistep.StateHalted); ok {
 		return nil, errors.New("build was halted")
 	}
-	lock, err := e.bundle.ReadLock()
-	if err != nil {
-		return nil, err
-	}
-	return &Artifact{Dir: b.config.OutputDirectory, Media: e.files, BundleName: lock.Name, BundleVersion: lock.Version,
+	return &Artifact{Dir: b.config.OutputDirectory, Media: e.files, BundleName: e.lock.Name, BundleVersion: e.lock.Version,
 		OS: e.summary.OS, OSDigest: e.summary.OSDigest}, nil
 }
 

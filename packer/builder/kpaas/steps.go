@@ -91,6 +91,7 @@ func (s *stepBundle) Run(ctx context.Context, state multistep.StateBag) multiste
 	if err != nil {
 		return halt(state, s.e.ui, fmt.Errorf("bundle: %w", err))
 	}
+	s.e.lock = lock
 	s.e.sayf("Bundle %s %s (%d artifacts)", lock.Name, lock.Version, len(lock.Artifacts))
 	return multistep.ActionContinue
 }
