@@ -24,6 +24,10 @@ go vet ./...
 go run ./builder/cmd/kpaas toolchain build --out out/mirror
 echo "test: toolchain ready after $(( $(date +%s) - start ))s"
 go test -count=1 -timeout 40m ./...
+# The Packer plugin is its own Go module (packer/): its vet and unit tests.
+# Its acceptance tests, which build Packer itself (10-30 min cold), run
+# only with PACKER_ACC=1: make packer-test.
+(cd packer && go vet ./... && go test -count=1 -timeout 10m ./...)
 # As root, also boot the media under QEMU (software emulation): the OS
 # image (mmdebstrap, cached), raw, qcow2 and ISO in BIOS and UEFI paths,
 # each to the agent's ready line. About 4 minutes.
