@@ -8,6 +8,7 @@ require (
 	github.com/hashicorp/packer-plugin-sdk v0.4.0
 	github.com/klauspost/compress v1.19.2
 	github.com/zclconf/go-cty v1.10.0
+	golang.org/x/crypto v0.57.0
 	kpaas.dev/appliance v0.0.0
 )
 
@@ -75,7 +76,6 @@ require (
 	github.com/u-root/uio v0.0.0-20240224005618-d2acac8f3701 // indirect
 	github.com/ugorji/go/codec v1.2.6 // indirect
 	github.com/ulikunitz/xz v0.5.15 // indirect
-	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/net v0.59.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect

@@ -44,7 +44,9 @@ func Require(t *testing.T, tools ...string) string {
 	return demo
 }
 
-// Example reads a template of packer/examples.
+// Example reads a template of packer/examples, escaped for acctest,
+// which writes the template with fmt.Fprintf (a "%" of a shell command
+// would be a verb).
 func Example(t *testing.T, name string) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
@@ -52,7 +54,7 @@ func Example(t *testing.T, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return strings.ReplaceAll(string(b), "%", "%%")
 }
 
 // Succeeded checks that packer build exited 0; its error carries the

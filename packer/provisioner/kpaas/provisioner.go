@@ -122,7 +122,7 @@ func (r *run) openBundle(ctx context.Context) error {
 	}
 	r.mounts = Mounts(r.c.MediaDirectory, r.c.ClusterConfig != "")
 	p := r.plan
-	r.ui.Message(fmt.Sprintf("bundle %s %s (%d artifacts): %d files (%s) to upload, %d node files; %d blobs (%s) of the OS image left out",
+	r.ui.Message(fmt.Sprintf("bundle %s %s (%d artifacts): %d files (%s) to upload, %d node files; %d blobs (%s) of the OS image and the node files not in the uploaded bundle",
 		p.Name, p.Version, p.Artifacts, len(p.Bundle), progress.Bytes(p.UploadBytes()), len(p.NodeFiles), len(p.Omitted), progress.Bytes(p.OmittedBytes)))
 	return nil
 }
