@@ -362,3 +362,39 @@ func (c *damagingComm) Upload(dst string, r io.Reader, fi *os.FileInfo) error {
 	}
 	return c.fakeComm.Upload(dst, r, fi)
 }
+
+// TestProvisionCancelled: a build cancelled during the upload stops
+// there, never installs, and removes the staging folder.
+func TestProvisionCancelled(t *testing.T) {
+	fx := fixture.Write(t, fixture.Options{})
+	var p Provisioner
+	if err := p.Prepare(map[string]interface{}{"bundle": fx.Dir}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	comm := &cancellingComm{fakeComm: fakeComm{facts: goodFacts, files: map[string][]byte{}}, cancel: cancel}
+	err := p.Provision(ctx, packer.TestUi(t), comm, nil)
+	if err == nil || !strings.Contains(err.Error(), "kpaas provisioner, upload: context canceled") {
+		t.Errorf("cancelled: %v", err)
+	}
+	if comm.installed {
+		t.Error("installed after a cancel")
+	}
+	if last := comm.commands[len(comm.commands)-1]; last != "rm -rf '/var/tmp/kpaas-test'" {
+		t.Errorf("last command %q, want the staging folder removed", last)
+	}
+}
+
+// cancellingComm cancels the build at the first upload into the bundle.
+type cancellingComm struct {
+	fakeComm
+	cancel context.CancelFunc
+}
+
+func (c *cancellingComm) Upload(dst string, r io.Reader, fi *os.FileInfo) error {
+	if strings.Contains(dst, "/bundle/") {
+		c.cancel()
+	}
+	return c.fakeComm.Upload(dst, r, fi)
+}
