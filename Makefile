@@ -96,7 +96,7 @@ packer-test: packer packer-plugin ## Run the plugin under a real Packer: media f
 	@test -f $(OUT)/demo-bundle/kpaas-lock.json || { echo "packer-test needs $(OUT)/demo-bundle with its OS image: make demo (see bundles/demo.yaml)"; exit 1; }
 	cd packer && PACKER_ACC=1 CHECKPOINT_DISABLE=1 PATH=$(dir $(PACKER)):$$PATH \
 		PACKER_PLUGIN_PATH=$(abspath $(PLUGIN_DIR)) KPAAS_DEMO_BUNDLE=$(abspath $(OUT)/demo-bundle) \
-		$(GO) test -count=1 -v -timeout 90m -run 'TestAcc' ./...
+		$(GO) test -p 1 -count=1 -v -timeout 90m -run 'TestAcc' ./...
 
 .PHONY: clean
 clean: ## Remove out/
