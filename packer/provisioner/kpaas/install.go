@@ -72,7 +72,7 @@ const DropInPath = "/etc/systemd/system/kpaas-agent.service.d/10-provisioned.con
 // place, as root: the bundle (replaced whole), the node files at their
 // targets, kpaas-agent, its units and the media mounts; it enables the
 // agent for the next boot and does not start it.
-func installScript(staging, mediaDir string, p *Plan, ms []Mount, hasKey, hasConfig bool) string {
+func installScript(staging, mediaDir string, p *Plan, reuse Reuse, ms []Mount, hasKey, hasConfig bool) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	w("# packer-plugin-kpaas: install bundle %s %s (run as root)", p.Name, p.Version)
@@ -80,6 +80,11 @@ func installScript(staging, mediaDir string, p *Plan, ms []Mount, hasKey, hasCon
 	w("M=%s", mediaDir)
 	w(`PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"`)
 	w(`cd "$S"`)
+	for _, f := range p.Bundle {
+		if reuse.Blobs[f.SHA256] {
+			w(`ln "$M/bundle/%s" "$S/bundle/%s" 2>/dev/null || cp "$M/bundle/%s" "$S/bundle/%s"`, f.Rel, f.Rel, f.Rel, f.Rel)
+		}
+	}
 	w(`echo "kpaas: checking the upload"`)
 	w(`sha256sum --quiet --strict -c upload.sha256`)
 	w(`mkdir -p "$M"`)
@@ -105,6 +110,10 @@ func installScript(staging, mediaDir string, p *Plan, ms []Mount, hasKey, hasCon
 	w(`  fi`)
 	w(`done`)
 	for _, f := range p.NodeFiles {
+		if reuse.Files[f.Target] {
+			w(`chown 0:0 '%s' && chmod %s '%s'`, f.Target, f.Mode, f.Target)
+			continue
+		}
 		w(`install -D -o 0 -g 0 -m %s "$S/files/%s" '%s'`, f.Mode, f.Blob.Hex, f.Target)
 	}
 	if len(p.NodeFiles) > 0 {

@@ -199,3 +199,32 @@ func containsDotDot(p string) bool {
 	}
 	return false
 }
+
+// Reuse is what a machine provisioned before holds already: blobs of its
+// bundle (by sha256 hex, the right size) and node files in place with the
+// right content (by target). Nothing of it is uploaded again; the install
+// script links the blobs into the new bundle, and checks both again with
+// the uploads.
+type Reuse struct {
+	Blobs map[string]bool
+	Files map[string]bool
+	Bytes int64
+}
+
+// Reusable is the part of the plan the machine holds already.
+func (p *Plan) Reusable(t Target) Reuse {
+	r := Reuse{Blobs: map[string]bool{}, Files: map[string]bool{}}
+	for _, f := range p.Bundle {
+		if size, ok := t.Blobs[f.SHA256]; ok && f.SHA256 != "" && size == f.Size {
+			r.Blobs[f.SHA256] = true
+			r.Bytes += f.Size
+		}
+	}
+	for _, f := range p.NodeFiles {
+		if t.Files[f.Target] == f.Blob.Hex {
+			r.Files[f.Target] = true
+			r.Bytes += f.Size
+		}
+	}
+	return r
+}

@@ -64,6 +64,7 @@ type run struct {
 	agent   string // the agent binary to upload
 	staging string // the staging folder on the machine
 	mounts  []Mount
+	reuse   Reuse // what the machine holds already
 }
 
 // Provision makes the machine a K-PaaS node.
@@ -157,7 +158,11 @@ func (r *run) checkTarget(ctx context.Context) error {
 	if !path.IsAbs(r.staging) {
 		return fmt.Errorf("mktemp printed %q", out)
 	}
-	out, err = r.script(ctx, "check.sh", checkScript(r.c.MediaDirectory))
+	var targets []string
+	for _, f := range r.plan.NodeFiles {
+		targets = append(targets, f.Target)
+	}
+	out, err = r.script(ctx, "check.sh", checkScript(r.c.MediaDirectory, targets))
 	if err != nil {
 		return err
 	}
@@ -166,13 +171,16 @@ func (r *run) checkTarget(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	need := r.plan.UploadBytes() + fi.Size() + r.c.minFree
-	// The staging copy and the installed one are one when the move is a
-	// rename; count the upload twice anyway when they are apart.
+	r.reuse = r.plan.Reusable(t)
+	need := r.plan.UploadBytes() - r.reuse.Bytes + fi.Size() + r.c.minFree
 	if ps := t.Problems(need); len(ps) > 0 {
 		return fmt.Errorf("this machine cannot become a K-PaaS node:\n  %s", strings.Join(ps, "\n  "))
 	}
 	r.ui.Message(fmt.Sprintf("target: %s, %s free on %s", t.OSName, progress.Bytes(t.FreeBytes), t.FreeDir))
+	if n := len(r.reuse.Blobs) + len(r.reuse.Files); n > 0 {
+		r.ui.Message(fmt.Sprintf("on the machine already: %d blobs and %d node files (%s), not uploaded again",
+			len(r.reuse.Blobs), len(r.reuse.Files), progress.Bytes(r.reuse.Bytes)))
+	}
 	return nil
 }
 
@@ -183,6 +191,10 @@ func (r *run) upload(ctx context.Context) error {
 	var sums bytes.Buffer
 	sum := func(rel, hex string) { fmt.Fprintf(&sums, "%s  %s\n", hex, rel) }
 	for _, f := range r.plan.Bundle {
+		if r.reuse.Blobs[f.SHA256] {
+			sum("bundle/"+f.Rel, f.SHA256) // linked from the bundle there by the install script
+			continue
+		}
 		h, err := r.uploadFile(ctx, r.bundle.Path(f.Rel), "bundle/"+f.Rel)
 		if err != nil {
 			return err
@@ -193,6 +205,10 @@ func (r *run) upload(ctx context.Context) error {
 		sum("bundle/"+f.Rel, h)
 	}
 	for _, f := range r.plan.NodeFiles {
+		if r.reuse.Files[f.Target] {
+			sum(f.Target, f.Blob.Hex) // in place already: checked again, then its mode and owner set
+			continue
+		}
 		p, err := r.bundle.BlobPath(f.Blob)
 		if err != nil {
 			return err
@@ -241,7 +257,7 @@ func (r *run) upload(ctx context.Context) error {
 }
 
 func (r *run) install(ctx context.Context) error {
-	script := installScript(r.staging, r.c.MediaDirectory, r.plan, r.mounts, r.c.PublicKey != "", r.c.ClusterConfig != "")
+	script := installScript(r.staging, r.c.MediaDirectory, r.plan, r.reuse, r.mounts, r.c.PublicKey != "", r.c.ClusterConfig != "")
 	out, err := r.script(ctx, "install.sh", script)
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		if l != "" {

@@ -204,7 +204,7 @@ func TestInstallScript(t *testing.T) {
 	fx := fixture.Write(t, fixture.Options{})
 	s, _ := bundle.Open(fx.Dir)
 	p, _ := MakePlan(s, false)
-	script := installScript("/var/tmp/kpaas-x", "/var/lib/kpaas-media", p, Mounts("/var/lib/kpaas-media", true), true, true)
+	script := installScript("/var/tmp/kpaas-x", "/var/lib/kpaas-media", p, Reuse{}, Mounts("/var/lib/kpaas-media", true), true, true)
 	for _, want := range []string{
 		"sha256sum --quiet --strict -c upload.sha256",
 		fmt.Sprintf(`install -D -o 0 -g 0 -m 0755 "$S/files/%s" '/usr/bin/kubeadm'`, fx.Files[0].Hex),
@@ -233,6 +233,7 @@ type fakeComm struct {
 	mu        sync.Mutex
 	facts     string
 	files     map[string][]byte
+	have      map[string][]byte // on the machine before: bundle/… of the media directory, node file targets
 	commands  []string
 	installed bool
 }
@@ -250,7 +251,11 @@ func (c *fakeComm) Start(ctx context.Context, rc *packer.RemoteCmd) error {
 	case strings.Contains(rc.Command, "/var/tmp/kpaas-test/install.sh"):
 		for _, l := range strings.Split(strings.TrimSpace(string(c.files["/var/tmp/kpaas-test/upload.sha256"])), "\n") {
 			sum, rel, _ := strings.Cut(l, "  ")
-			h := sha256.Sum256(c.files["/var/tmp/kpaas-test/"+rel])
+			b, ok := c.files["/var/tmp/kpaas-test/"+rel]
+			if !ok {
+				b = c.have[rel] // linked from the old bundle, or a target in place
+			}
+			h := sha256.Sum256(b)
 			if hex.EncodeToString(h[:]) != sum {
 				fmt.Fprintf(rc.Stderr, "%s: FAILED\n", rel)
 				status = 1
@@ -397,4 +402,81 @@ func (c *cancellingComm) Upload(dst string, r io.Reader, fi *os.FileInfo) error 
 		c.cancel()
 	}
 	return c.fakeComm.Upload(dst, r, fi)
+}
+
+// TestProvisionReuse: a machine provisioned before keeps what it has: the
+// blobs of its bundle and the node files in place are not uploaded again;
+// the install links the blobs and checks everything.
+func TestProvisionReuse(t *testing.T) {
+	fx := fixture.Write(t, fixture.Options{})
+	s, _ := bundle.Open(fx.Dir)
+	plan, err := MakePlan(s, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := goodFacts
+	have := map[string][]byte{}
+	for _, f := range plan.Bundle {
+		if f.SHA256 != "" {
+			facts += fmt.Sprintf("blob=%s %d\n", f.SHA256, f.Size)
+			have["bundle/"+f.Rel], _ = os.ReadFile(s.Path(f.Rel))
+		}
+	}
+	facts += fmt.Sprintf("file=%s  %s\n", fx.Files[0].Hex, fixture.Kubeadm.Target)
+	have[fixture.Kubeadm.Target] = []byte(fixture.Kubeadm.Data)
+	var p Provisioner
+	if err := p.Prepare(map[string]interface{}{"bundle": fx.Dir}); err != nil {
+		t.Fatal(err)
+	}
+	comm := &fakeComm{facts: facts, files: map[string][]byte{}, have: have}
+	if err := p.Provision(t.Context(), packer.TestUi(t), comm, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !comm.installed {
+		t.Fatal("not installed")
+	}
+	for f := range comm.files {
+		if strings.Contains(f, "/blobs/") || strings.Contains(f, "/files/") {
+			t.Errorf("%s was uploaded again", f)
+		}
+	}
+	script := string(comm.files["/var/tmp/kpaas-test/install.sh"])
+	for _, want := range []string{`ln "$M/bundle/blobs/sha256/`, "chown 0:0 '/usr/bin/kubeadm' && chmod 0755 '/usr/bin/kubeadm'"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("install script lacks %q", want)
+		}
+	}
+	if sums := string(comm.files["/var/tmp/kpaas-test/upload.sha256"]); !strings.Contains(sums, fx.Files[0].Hex+"  /usr/bin/kubeadm\n") {
+		t.Errorf("the node file in place is not checked again:\n%s", sums)
+	}
+}
+
+// TestCheckScriptRuns runs the check script (read-only) on this machine,
+// with a media directory and a node file target in a temporary folder.
+func TestCheckScriptRuns(t *testing.T) {
+	for _, tool := range []string{"sh", "stat", "sha256sum", "df", "awk"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s: %v", tool, err)
+		}
+	}
+	dir := t.TempDir()
+	media := filepath.Join(dir, "media")
+	blobs := filepath.Join(media, "bundle", "blobs", "sha256")
+	os.MkdirAll(blobs, 0o755)
+	os.WriteFile(filepath.Join(blobs, strings.Repeat("a", 64)), []byte("12345"), 0o644)
+	target := filepath.Join(dir, "usr bin", "kubelet")
+	os.MkdirAll(filepath.Dir(target), 0o755)
+	os.WriteFile(target, []byte("kubelet\n"), 0o755)
+	out, err := exec.Command("sh", "-eu", "-c", checkScript(media, []string{target, filepath.Join(dir, "missing")})).CombinedOutput()
+	if err != nil {
+		t.Fatalf("check script: %v\n%s", err, out)
+	}
+	tg := parseTarget(string(out))
+	h := sha256.Sum256([]byte("kubelet\n"))
+	if tg.Blobs[strings.Repeat("a", 64)] != 5 || tg.Files[target] != hex.EncodeToString(h[:]) || len(tg.Files) != 1 {
+		t.Errorf("blobs %v files %v from:\n%s", tg.Blobs, tg.Files, out)
+	}
+	if tg.Kernel != "Linux" || tg.UID == "" || tg.FreeBytes == 0 || tg.FreeDir != media {
+		t.Errorf("facts %+v from:\n%s", tg, out)
+	}
 }

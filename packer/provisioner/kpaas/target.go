@@ -33,8 +33,10 @@ var NodeCommands = map[string]string{
 }
 
 // checkScript prints facts about the machine, one key=value a line, for
-// Target.
-func checkScript(mediaDir string) string {
+// Target; also what a machine provisioned before already holds: the blobs
+// of its bundle (name and size) and the sha256 of each node file target
+// that exists (the next upload leaves out what is there).
+func checkScript(mediaDir string, targets []string) string {
 	var cmds []string
 	for c := range NodeCommands {
 		cmds = append(cmds, c)
@@ -53,7 +55,22 @@ while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 echo "free_kb=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
 echo "free_dir=$d"
 for c in %s; do command -v "$c" >/dev/null 2>&1 || echo "missing=$c"; done
-`, mediaDir, strings.Join(cmds, " "))
+if [ -d %s/bundle/blobs/sha256 ]; then
+  for f in %s/bundle/blobs/sha256/*; do [ -f "$f" ] && echo "blob=$(basename "$f") $(stat -c %%s "$f")"; done
+fi
+for t in %s; do [ -f "$t" ] && echo "file=$(sha256sum "$t")"; done
+true
+`, mediaDir, strings.Join(cmds, " "), mediaDir, mediaDir, quoteAll(targets))
+}
+
+// quoteAll single-quotes paths for sh (they hold no quote: readNodeFile
+// refuses one).
+func quoteAll(ps []string) string {
+	var q []string
+	for _, p := range ps {
+		q = append(q, "'"+p+"'")
+	}
+	return strings.Join(q, " ")
 }
 
 // Target is what the check script found.
@@ -67,11 +84,15 @@ type Target struct {
 	FreeBytes         int64
 	FreeDir           string
 	Missing           []string
+	// Blobs are the blobs of the bundle there already (hex → size).
+	Blobs map[string]int64
+	// Files are the node file targets there already (path → sha256 hex).
+	Files map[string]string
 }
 
 // parseTarget reads the check script's output.
 func parseTarget(out string) Target {
-	var t Target
+	t := Target{Blobs: map[string]int64{}, Files: map[string]string{}}
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "=")
@@ -105,6 +126,16 @@ func parseTarget(out string) Target {
 			t.FreeDir = v
 		case "missing":
 			t.Missing = append(t.Missing, v)
+		case "blob":
+			if h, n, ok := strings.Cut(v, " "); ok {
+				if size, err := strconv.ParseInt(n, 10, 64); err == nil {
+					t.Blobs[h] = size
+				}
+			}
+		case "file":
+			if h, p, ok := strings.Cut(v, "  "); ok {
+				t.Files[p] = h
+			}
 		}
 	}
 	return t
