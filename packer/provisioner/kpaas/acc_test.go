@@ -136,18 +136,36 @@ func TestAccProvisionQEMU(t *testing.T) {
 	dir := vm.Dir(t)
 	key, authorized := sshKey(t, dir)
 	start := time.Now()
-	disk, kernel, initrd := siteDisk(t, dir, authorized)
+	disk, kernel, initrd := siteDisk(t, filepath.Join(dir, "site"), authorized)
 	t.Logf("site base disk in %s", time.Since(start).Round(100*time.Millisecond))
-	out := filepath.Join(dir, "out")
-	serial := filepath.Join(dir, "provision-serial.log")
-	for k, v := range map[string]string{"bundle": demo, "base_disk": disk, "kernel": kernel, "initrd": initrd,
-		"ssh_private_key_file": key, "output_directory": out, "serial_log": serial} {
+	t.Chdir(dir)
+	for k, v := range map[string]string{"bundle": demo, "kernel": kernel, "initrd": initrd, "ssh_private_key_file": key} {
 		t.Setenv("PKR_VAR_"+k, v)
 	}
-	t.Chdir(dir)
-	start = time.Now()
+	wants := []string{"phase target (3/5): done", "phase install (5/5): done",
+		"node file 755 root /usr/local/bin/kubelet", "node file 644 root /etc/sysctl.d/99-kubernetes.conf",
+		"node file 755 root /usr/bin/kpaas-agent"}
+	first := provision(t, "kpaas_provision_qemu", disk, wants)
+	// Provisioned again (the node image as a base): only what the machine
+	// lacks is uploaded.
+	again := provision(t, "kpaas_reprovision_qemu", first, append(wants, "not uploaded again"))
+	v := vm.Start(t, vm.WithKernel(kernel, initrd, "root=/dev/vda rw console=ttyS0,115200"), vm.WithDisk(again, "qcow2"))
+	line, at := v.Expect(acc.AgentReady(t, demo), 8*time.Minute)
+	t.Logf("the provisioned image booted to the agent in %.1fs: %s", at.Seconds(), line)
+}
+
+// provision runs examples/provision-qemu.pkr.hcl on base and returns the
+// image; the build's log must hold every line of wants.
+func provision(t *testing.T, name, base string, wants []string) string {
+	t.Helper()
+	out := filepath.Join(filepath.Dir(filepath.Dir(base)), name)
+	serial := filepath.Join(filepath.Dir(out), name+"-serial.log")
+	t.Setenv("PKR_VAR_base_disk", base)
+	t.Setenv("PKR_VAR_output_directory", out)
+	t.Setenv("PKR_VAR_serial_log", serial)
+	start := time.Now()
 	acctest.TestPlugin(t, &acctest.PluginTestCase{
-		Name:     "kpaas_provision_qemu",
+		Name:     name,
 		Type:     "kpaas",
 		Template: acc.Example(t, "provision-qemu.pkr.hcl"),
 		Check: func(cmd *exec.Cmd, logfile string) error {
@@ -163,9 +181,7 @@ func TestAccProvisionQEMU(t *testing.T) {
 					t.Log(strings.TrimSuffix(l[i:], "\x1b[0m"))
 				}
 			}
-			for _, want := range []string{"phase target (3/5): done", "phase install (5/5): done",
-				"node file 755 root /usr/local/bin/kubelet", "node file 644 root /etc/sysctl.d/99-kubernetes.conf",
-				"node file 755 root /usr/bin/kpaas-agent"} {
+			for _, want := range wants {
 				if !strings.Contains(string(b), want) {
 					return &acc.BuildError{Log: "the log lacks " + want + "\n" + tailString(string(b), 6000)}
 				}
@@ -173,10 +189,8 @@ func TestAccProvisionQEMU(t *testing.T) {
 			return nil
 		},
 	})
-	t.Logf("packer build (qemu builder + kpaas provisioner) in %s", time.Since(start).Round(100*time.Millisecond))
-	v := vm.Start(t, vm.WithKernel(kernel, initrd, "root=/dev/vda rw console=ttyS0,115200"), vm.WithDisk(filepath.Join(out, "node.qcow2"), "qcow2"))
-	line, at := v.Expect(acc.AgentReady(t, demo), 8*time.Minute)
-	t.Logf("the provisioned image booted to the agent in %.1fs: %s", at.Seconds(), line)
+	t.Logf("%s: packer build (qemu builder + kpaas provisioner) in %s", name, time.Since(start).Round(100*time.Millisecond))
+	return filepath.Join(out, "node.qcow2")
 }
 
 func tailString(s string, n int) string {
