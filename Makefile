@@ -85,7 +85,7 @@ packer-plugin: ## Build packer-plugin-kpaas and install it for Packer 1.9.5 offl
 	@echo "installed $(PLUGIN_BIN); use it with PACKER_PLUGIN_PATH=$(abspath $(PLUGIN_DIR))"
 
 .PHONY: packer
-packer: $(PACKER) ## Build Packer $(PACKER_VERSION) (the last MPL release) from the Go module proxy into the cache (10-30 min cold)
+packer: $(PACKER) ## Build Packer v1.9.5 (the last MPL release) from the Go module proxy into the cache (10-30 min cold)
 
 $(PACKER):
 	mkdir -p $(dir $@)
