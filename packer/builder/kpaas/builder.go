@@ -51,6 +51,8 @@ type env struct {
 	lock    *bundle.Lock
 	summary *image.Summary
 	files   []File
+	// madeOutput: the output folder did not exist; a failed run removes it.
+	madeOutput bool
 }
 
 // Run writes the media.
@@ -90,9 +92,10 @@ func halt(state multistep.StateBag, ui packer.Ui, err error) multistep.StepActio
 // failed tells whether the run ended without the media: an error, a
 // cancellation or a halt.
 func failed(state multistep.StateBag) bool {
+	_, errored := state.GetOk("error")
 	_, cancelled := state.GetOk(multistep.StateCancelled)
 	_, halted := state.GetOk(multistep.StateHalted)
-	return cancelled || halted
+	return errored || cancelled || halted
 }
 
 var _ packer.Builder = (*Builder)(nil)

@@ -39,18 +39,17 @@ func (s *stepOutputDir) Run(ctx context.Context, state multistep.StateBag) multi
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return halt(state, s.e.ui, fmt.Errorf("output_directory: %w", err))
 		}
-		state.Put("kpaas.created_output", true)
+		s.e.madeOutput = true
 	}
 	return multistep.ActionContinue
 }
 
 func (s *stepOutputDir) Cleanup(state multistep.StateBag) {
-	_, errored := state.GetOk("error")
-	if !errored && !failed(state) {
+	if !failed(state) {
 		return
 	}
 	dir := s.e.c.OutputDirectory
-	if _, created := state.GetOk("kpaas.created_output"); created {
+	if s.e.madeOutput {
 		s.e.sayf("Removing %s", dir)
 		os.RemoveAll(dir)
 		return
