@@ -34,6 +34,11 @@ if [ "$(id -u)" = 0 ]; then
 fi
 go test -count=1 -timeout 40m ./...
 lap "go tests"
+# The Packer plugin is its own Go module (packer/): its vet and unit tests.
+# Its acceptance tests, which build Packer itself (10-30 min cold), run
+# only with PACKER_ACC=1: make packer-test.
+(cd packer && go vet ./... && go test -count=1 -timeout 10m ./...)
+lap "packer plugin tests"
 # As root, also boot under QEMU (software emulation): the media (raw, qcow2
 # and ISO in BIOS and UEFI paths, about 5 minutes) and a control plane and a
 # worker forming a cluster from the demo media (10-20 minutes). Every VM's
