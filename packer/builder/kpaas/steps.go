@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/packer"
 
 	"kpaas.dev/appliance/builder/image"
-	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/atomicfile"
 	"kpaas.dev/appliance/internal/progress"
 	"kpaas.dev/appliance/packer/internal/source"
 )
@@ -151,7 +151,7 @@ func (s *stepChecksums) Run(ctx context.Context, state multistep.StateBag) multi
 		s.e.files = append(s.e.files, File{Format: string(o.Format), Path: o.Path, Size: o.Size, SHA256: sum})
 		fmt.Fprintf(&list, "%s  %s\n", sum, filepath.Base(o.Path))
 	}
-	if err := bundle.WriteFileAtomic(filepath.Join(s.e.c.OutputDirectory, SumsFile), list.Bytes(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(s.e.c.OutputDirectory, SumsFile), list.Bytes(), 0o644); err != nil {
 		return halt(state, s.e.ui, err)
 	}
 	return multistep.ActionContinue
