@@ -30,31 +30,38 @@ Each problem is printed as FILE:LINE:COLUMN: PATH: MESSAGE. Lint exits non-zero
 when any manifest has a problem.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) error {
-			results := make([]lintResult, 0, len(files))
-			failed := 0
-			for _, file := range files {
-				r := lint(file)
-				if !r.OK {
-					failed++
-				}
-				results = append(results, r)
-				if !asJSON {
-					printLint(s, r)
-				}
-			}
-			if asJSON {
-				if err := writeJSON(s.out, results); err != nil {
-					return err
-				}
-			}
-			if failed > 0 {
-				return fmt.Errorf("%d of %d manifests have problems", failed, len(files))
-			}
-			return nil
+			return lintFiles(s, files, asJSON, lint, "manifests")
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the results as a JSON array")
 	return cmd
+}
+
+// lintFiles lints each file with one, prints each result (or them all as a
+// JSON array) and fails when any file has a problem; what names the kind
+// of file in that error.
+func lintFiles(s *streams, files []string, asJSON bool, one func(string) lintResult, what string) error {
+	results := make([]lintResult, 0, len(files))
+	failed := 0
+	for _, file := range files {
+		r := one(file)
+		if !r.OK {
+			failed++
+		}
+		results = append(results, r)
+		if !asJSON {
+			printLint(s, r)
+		}
+	}
+	if asJSON {
+		if err := writeJSON(s.out, results); err != nil {
+			return err
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d %s have problems", failed, len(files), what)
+	}
+	return nil
 }
 
 // lint loads one manifest. A failure that is not a list of problems (an

@@ -285,27 +285,7 @@ Each problem is printed as FILE:LINE:COLUMN: PATH: MESSAGE. Lint exits non-zero
 when any file has a problem.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) error {
-			results := make([]lintResult, 0, len(files))
-			failed := 0
-			for _, file := range files {
-				r := lintCluster(file)
-				if !r.OK {
-					failed++
-				}
-				results = append(results, r)
-				if !asJSON {
-					printLint(s, r)
-				}
-			}
-			if asJSON {
-				if err := writeJSON(s.out, results); err != nil {
-					return err
-				}
-			}
-			if failed > 0 {
-				return fmt.Errorf("%d of %d cluster configurations have problems", failed, len(files))
-			}
-			return nil
+			return lintFiles(s, files, asJSON, lintCluster, "cluster configurations")
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the results as a JSON array")
