@@ -355,10 +355,12 @@ func TestClusterControlPlaneKilledDuringKubeadm(t *testing.T) {
 	cv.Stop()
 	t.Logf("cp1 killed during kubeadm init")
 	cv = c.Boot("cp1")
+	// The worker too: the platform's pods run on workers, so the control
+	// plane is ready only once one has joined.
+	wv := c.Boot("w1")
 	cv.Expect(`kubeadm: an earlier attempt was interrupted on this node: kubeadm reset`, clusterTimeout)
 	_, at := cv.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout)
 	t.Logf("cp1 ready %s after its second power-on", at.Round(time.Second))
-	wv := c.Boot("w1")
 	wv.Expect(cluster.ReadyLine(c.Node("w1")), clusterTimeout)
 	checkNodesReady(t, c)
 }
