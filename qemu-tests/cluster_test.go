@@ -301,7 +301,7 @@ metadata: {name: probe, namespace: default}
 spec:
   nodeName: %s
   restartPolicy: OnFailure
-  containers: [{name: probe, image: docker.io/kpaas/hello-probe:0.1.0, args: ["-probe", "http://hello.default.svc.cluster.local/"]}]
+  containers: [{name: probe, image: docker.io/kpaas/hello-probe:0.1.0, args: ["http://hello.default.svc.cluster.local/"]}] # the image runs hello -probe
 `, server, client)
 	if out, err := c.Kubectl(manifest, "apply", "-f", "-"); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
