@@ -17,6 +17,7 @@ import (
 	"io"
 	osexec "os/exec"
 	"strings"
+	"sync"
 )
 
 // Cmd is one command to run.
@@ -153,14 +154,19 @@ func (h Host) Run(ctx context.Context, c Cmd) ([]byte, error) {
 	if h.Stderr != nil {
 		cmd.Stderr = io.MultiWriter(stderr, h.Stderr)
 	}
-	var lw *lineWriter
+	var lws []*lineWriter
 	if c.Progress != nil {
-		lw = &lineWriter{w: c.Progress, prefix: c.ProgressPrefix, cmd: c}
-		cmd.Stdout = io.MultiWriter(cmd.Stdout, lw)
-		cmd.Stderr = io.MultiWriter(cmd.Stderr, lw)
+		// One line buffer per stream (os/exec copies them concurrently),
+		// one lock for the lines they emit.
+		mu := &sync.Mutex{}
+		out := &lineWriter{w: c.Progress, prefix: c.ProgressPrefix, cmd: c, mu: mu}
+		errw := &lineWriter{w: c.Progress, prefix: c.ProgressPrefix, cmd: c, mu: mu}
+		lws = []*lineWriter{out, errw}
+		cmd.Stdout = io.MultiWriter(cmd.Stdout, out)
+		cmd.Stderr = io.MultiWriter(cmd.Stderr, errw)
 	}
 	err := cmd.Run()
-	if lw != nil {
+	for _, lw := range lws {
 		lw.flush()
 	}
 	if err == nil {
@@ -205,11 +211,13 @@ func (t *tail) bytes() []byte {
 	return t.buf
 }
 
-// lineWriter copies whole lines to w, prefixed and redacted.
+// lineWriter copies whole lines of one stream to w, prefixed and
+// redacted; mu serialises the lines of a command's two streams.
 type lineWriter struct {
 	w      io.Writer
 	prefix string
 	cmd    Cmd
+	mu     *sync.Mutex
 	buf    []byte
 }
 
@@ -233,6 +241,8 @@ func (l *lineWriter) emit(line []byte) {
 	if len(bytes.TrimSpace(line)) == 0 {
 		return
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	fmt.Fprintf(l.w, "%s%s\n", l.prefix, l.cmd.redact(string(bytes.TrimRight(line, "\r"))))
 }
 
