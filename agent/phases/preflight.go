@@ -3,6 +3,7 @@ package phases
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	cluster "kpaas.dev/appliance/api/cluster/v1alpha1"
 	"kpaas.dev/appliance/internal/bundle"
@@ -85,18 +86,7 @@ func hostChecks(e *Env) error {
 			e.now().UTC().Format("2006-01-02 15:04"), built.UTC().Format("2006-01-02 15:04")))
 	}
 	if len(probs) > 0 {
-		return fmt.Errorf("node %s is not fit: %s", e.Node.Name, join(probs))
+		return fmt.Errorf("node %s is not fit: %s", e.Node.Name, strings.Join(probs, "; "))
 	}
 	return nil
-}
-
-func join(ss []string) string {
-	out := ""
-	for i, s := range ss {
-		if i > 0 {
-			out += "; "
-		}
-		out += s
-	}
-	return out
 }

@@ -45,7 +45,7 @@ func TestPrepareErrors(t *testing.T) {
 		"output_directory": full,
 		"output_name":      "a/b",
 	})
-	got := strings.Join(errorsOf(err), "\n")
+	got := strings.Join(fixture.Errors(err), "\n")
 	for _, want := range []string{
 		"bundle: stat " + filepath.Join(dir, "missing"),
 		`formats[1]: "vmdk" is not a format: want raw, qcow2 or iso`,
@@ -62,7 +62,7 @@ func TestPrepareErrors(t *testing.T) {
 			t.Errorf("errors\n%s\nlack %q", got, want)
 		}
 	}
-	if n := len(errorsOf(err)); n != 10 {
+	if n := len(fixture.Errors(err)); n != 10 {
 		t.Errorf("%d errors, want 10:\n%s", n, got)
 	}
 	if _, _, err := new(Builder).Prepare(map[string]interface{}{}); err == nil || !strings.Contains(err.Error(), "bundle: required") {

@@ -4,7 +4,6 @@ package kpaas
 
 import (
 	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -172,20 +171,4 @@ func (c *Config) Prepare(raws ...interface{}) error {
 		return &packer.MultiError{Errors: errs}
 	}
 	return nil
-}
-
-// errorsOf flattens a Prepare error into its messages (for tests).
-func errorsOf(err error) []string {
-	var me *packer.MultiError
-	if !errors.As(err, &me) {
-		if err == nil {
-			return nil
-		}
-		return []string{err.Error()}
-	}
-	var out []string
-	for _, e := range me.Errors {
-		out = append(out, e.Error())
-	}
-	return out
 }

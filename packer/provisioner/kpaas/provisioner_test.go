@@ -35,7 +35,7 @@ func TestPrepareErrors(t *testing.T) {
 		"execute_command":   "sudo sh",
 		"min_free_space":    "much",
 	})
-	got := strings.Join(errorsOf(err), "\n")
+	got := strings.Join(fixture.Errors(err), "\n")
 	for _, want := range []string{
 		"bundle: stat " + filepath.Join(dir, "missing"),
 		"agent_binary: stat ",
@@ -50,7 +50,7 @@ func TestPrepareErrors(t *testing.T) {
 			t.Errorf("errors\n%s\nlack %q", got, want)
 		}
 	}
-	if n := len(errorsOf(err)); n != 8 {
+	if n := len(fixture.Errors(err)); n != 8 {
 		t.Errorf("%d errors, want 8:\n%s", n, got)
 	}
 
