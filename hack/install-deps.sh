@@ -18,7 +18,8 @@
 #                               syslinux, whose installer holds the raw
 #                               disk's BIOS boot core; mmdebstrap and
 #                               friends for `kpaas os build`; QEMU and OVMF for
-#                               qemu-tests/
+#                               qemu-tests/; PostgreSQL 15 and Redis for
+#                               the real Harbor of internal/harbor/harborlocal
 #
 # Installing needs root. Run as another user, it installs nothing and, when
 # something is missing, names the packages and the command, and fails.
@@ -26,7 +27,7 @@ set -euo pipefail
 demo=(gcc libc6-dev libseccomp-dev pkg-config binutils
       mmdebstrap systemd-boot-efi kmod xz-utils e2fsprogs isolinux syslinux-common syslinux)
 cluster=("${demo[@]}" qemu-system-x86 ovmf qemu-utils)
-all=("${demo[@]}" skopeo openssl tar time
+all=("${demo[@]}" skopeo openssl tar time postgresql-15 redis-server
      fdisk dosfstools mtools squashfs-tools qemu-utils xorriso isolinux syslinux-common syslinux cpio
      mmdebstrap systemd-boot-efi kmod xz-utils e2fsprogs qemu-system-x86 ovmf)
 case "${1:-all}" in

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,6 +163,11 @@ func (b *builder) key(c *component, cmds []command) (string, error) {
 			h.Write(data)
 		}
 	}
+	for _, in := range c.Inputs {
+		if err := hashInput(h, b.opts.SourceDir, in); err != nil {
+			return "", fmt.Errorf("input %s of %s: %w", in, c.Name, err)
+		}
+	}
 	for _, cmd := range cmds {
 		if cmd.Prog == "gcc" || cmd.Prog == "strip" {
 			// C compilers and binutils are inputs too.
@@ -175,6 +181,28 @@ func (b *builder) key(c *component, cmds []command) (string, error) {
 		h.Write(bytes.ReplaceAll(data, []byte(b.modCache), []byte("$GOMODCACHE")))
 	}
 	return fmt.Sprintf("%s-%s-%s-%s", c.Name, c.Version, b.goVersion, hex.EncodeToString(h.Sum(nil))[:12]), nil
+}
+
+// hashInput writes the names, modes and bytes of the file or folder in
+// below dir into h, in a fixed order.
+func hashInput(h io.Writer, dir, in string) error {
+	root := filepath.Join(dir, in)
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if d.IsDir() {
+			fmt.Fprintf(h, "dir %s\n", filepath.ToSlash(rel))
+			return nil
+		}
+		fi, err := hashFile(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "file %s %d %s\n", filepath.ToSlash(rel), fi.Size, fi.SHA256)
+		return nil
+	})
 }
 
 func firstLine(s string) string {
@@ -277,9 +305,14 @@ func (b *builder) component(ctx context.Context, c *component, label string) (di
 }
 
 func (b *builder) run(ctx context.Context, moduleDir, out string, c command) error {
+	expand := strings.NewReplacer("$OUT", out, "$SRC", b.opts.SourceDir).Replace
 	args := make([]string, len(c.Args))
 	for i, a := range c.Args {
-		args[i] = strings.ReplaceAll(a, "$OUT", out)
+		args[i] = expand(a)
+	}
+	env := slices.Clip(b.env)
+	for _, e := range c.Env {
+		env = append(env, expand(e))
 	}
 	prog := c.Prog
 	if prog == "go" {
@@ -287,7 +320,7 @@ func (b *builder) run(ctx context.Context, moduleDir, out string, c command) err
 	}
 	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Dir = moduleDir
-	cmd.Env = append(slices.Clip(b.env), c.Env...)
+	cmd.Env = env
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Run(); err != nil {

@@ -48,8 +48,9 @@ var CNITarball = "cni-plugins-linux-amd64-" + CNIPluginsVersion + ".tgz"
 
 // A command is one program run by a component's recipe, in the component's
 // scratch module folder. The literal string "$OUT" in Args stands for the
-// output folder; it is replaced when the command runs, so the recorded
-// recipe (and the cache key hashed from it) does not depend on temp paths.
+// output folder and "$SRC" the toolchain source folder; both are replaced
+// (in Args and Env) when the command runs, so the recorded recipe (and the
+// cache key hashed from it) depends on neither temp nor checkout paths.
 type command struct {
 	Prog string   // "go", "gcc", "strip"
 	Args []string // arguments; "$OUT" is the output folder
@@ -63,6 +64,10 @@ type component struct {
 	// Module is the scratch module folder below the toolchain sources, or ""
 	// when the component needs no Go module of its own.
 	Module string
+	// Inputs are files or folders below the toolchain sources (source
+	// archives) that the recipe reads as "$SRC/<input>"; their bytes are
+	// part of the cache key.
+	Inputs []string
 	// Outputs are the files the component leaves in its output folder.
 	Outputs []string
 	// Cold is how long a build from an empty Go build cache takes on 2
@@ -89,6 +94,8 @@ func components() []*component {
 		kubeRouterComponent(),
 		pauseComponent(),
 		netToolsComponent(),
+		harborComponent(),
+		harborRegistryComponent(),
 	}
 }
 

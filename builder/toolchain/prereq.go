@@ -14,8 +14,8 @@ import (
 )
 
 // MinGoVersion is the oldest go command that builds every component (the
-// highest go line of the scratch modules: etcd's).
-const MinGoVersion = "go1.26.0"
+// highest go line of the modules built: Harbor's src/go.mod says 1.26.4).
+const MinGoVersion = "go1.26.4"
 
 // host is what the prerequisite checks look at. Tests replace it.
 type host struct {

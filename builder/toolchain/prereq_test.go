@@ -48,7 +48,7 @@ func TestPrerequisitesNamePackages(t *testing.T) {
 	if err := checkPrerequisites(fullHost, "go1.26.8"); err != nil {
 		t.Errorf("a full host: %v", err)
 	}
-	if err := checkPrerequisites(fullHost, "go1.25.3"); err == nil || !strings.Contains(err.Error(), "go1.26.0") {
+	if err := checkPrerequisites(fullHost, "go1.25.3"); err == nil || !strings.Contains(err.Error(), MinGoVersion) {
 		t.Errorf("an old go: err = %v, want the minimum named", err)
 	}
 }

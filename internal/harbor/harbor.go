@@ -268,6 +268,28 @@ func (c *Client) GetProject(ctx context.Context, name string) (*Project, error) 
 	return &p, nil
 }
 
+// Artifact is the subset of Harbor's Artifact that callers need.
+type Artifact struct {
+	Digest    string `json:"digest"`
+	MediaType string `json:"manifest_media_type"`
+	Size      int64  `json:"size"`
+	Tags      []struct {
+		Name string `json:"name"`
+	} `json:"tags"`
+}
+
+// Artifact reads GET /projects/{project}/repositories/{repo}/artifacts/{reference};
+// reference is a tag or a digest. Harbor wants the repository name's
+// slashes escaped twice; the URL's own escaping does the second time.
+func (c *Client) Artifact(ctx context.Context, project, repo, reference string) (*Artifact, error) {
+	var a Artifact
+	path := "/projects/" + url.PathEscape(project) + "/repositories/" + url.PathEscape(repo) + "/artifacts/" + url.PathEscape(reference)
+	if _, err := c.do(ctx, http.MethodGet, path, nil, nil, nil, &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
 // CreateProject calls POST /projects. A project that already exists is a
 // *Error with status 409.
 func (c *Client) CreateProject(ctx context.Context, req ProjectReq) error {
