@@ -153,6 +153,9 @@ const manifestName = "toolchain.json"
 func (b *builder) key(c *component, cmds []command) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "recipe %s\ngo %s\n", recipeRevision, b.goVersion)
+	if c.Revision != "" {
+		fmt.Fprintf(h, "revision %s\n", c.Revision)
+	}
 	if c.Module != "" {
 		for _, f := range []string{"go.mod", "go.sum"} {
 			data, err := os.ReadFile(filepath.Join(b.opts.SourceDir, c.Module, f))
@@ -169,8 +172,8 @@ func (b *builder) key(c *component, cmds []command) (string, error) {
 		}
 	}
 	for _, cmd := range cmds {
-		if cmd.Prog == "gcc" || cmd.Prog == "strip" {
-			// C compilers and binutils are inputs too.
+		if cmd.Prog == "gcc" || cmd.Prog == "strip" || cmd.Prog == "localedef" {
+			// C compilers, binutils and glibc's locale compiler are inputs too.
 			v, err := b.output(b.resolver.ctx, "", cmd.Prog, "--version")
 			if err != nil {
 				return "", fmt.Errorf("%s is needed for %s: %w", cmd.Prog, c.Name, err)

@@ -78,6 +78,10 @@ type component struct {
 	Recipe func(r *resolver) ([]command, error)
 	// Finish runs after the commands, in the output folder (renames, archives).
 	Finish func(out string) error
+	// Revision is mixed into the component's cache key: what Finish does
+	// that the commands do not show (the files it keeps, the fix-ups it
+	// makes). Change it when Finish changes.
+	Revision string
 }
 
 // components is the literal list of everything that is built, in order.
@@ -96,6 +100,7 @@ func components() []*component {
 		netToolsComponent(),
 		harborComponent(),
 		harborRegistryComponent(),
+		harborDebianComponent(),
 	}
 }
 

@@ -63,6 +63,7 @@ var harborSupport = []string{
 	"make/photon/jobservice/entrypoint.sh",
 	"make/photon/registry/entrypoint.sh",
 	"make/photon/registryctl/start.sh",
+	"make/photon/valkey/redis.conf",
 	"src/core/views",
 }
 
@@ -72,9 +73,10 @@ func harborComponent() *component {
 	ld := "-s -w -X " + pkg + ".GitCommit=" + HarborCommit[:8] + " -X " + pkg + ".ReleaseVersion=" + HarborVersion
 	return &component{
 		Name: "harbor", Version: HarborVersion,
-		Inputs:  []string{harborSource, pinnipedSource},
-		Outputs: []string{HarborCore, HarborJobservice, HarborRegistryctl, HarborSupportTar},
-		Cold:    "8–12 min",
+		Inputs:   []string{harborSource, pinnipedSource},
+		Outputs:  []string{HarborCore, HarborJobservice, HarborRegistryctl, HarborSupportTar},
+		Cold:     "8–12 min",
+		Revision: "support: " + strings.Join(harborSupport, " "),
 		Recipe: func(*resolver) ([]command, error) {
 			swagger := "github.com/go-swagger/go-swagger/cmd/swagger@" + SwaggerVersion
 			// The generation step of Harbor's Makefile (gen_apis), without

@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -47,6 +48,49 @@ type imageSpec struct {
 	TarLayers  []imageFile
 	Entrypoint []string
 	User       string
+
+	// What Harbor's images add (unset for the Kubernetes images, whose
+	// bytes must not change).
+	Cmd        []string `json:",omitempty"`
+	Env        []string `json:",omitempty"` // after PATH; a PATH= entry replaces it
+	WorkingDir string   `json:",omitempty"` // default "/"
+	// Users and Dirs go into the top layer: /etc/passwd and /etc/group
+	// with the base users plus these, and folders with an owner.
+	Users []imageUser `json:",omitempty"`
+	Dirs  []imageDir  `json:",omitempty"`
+	// Extract copies files or folders out of a tar output of a component
+	// (Harbor's support files) into the top layer.
+	Extract []imageExtract `json:",omitempty"`
+	// Texts are small files written as given.
+	Texts []imageText `json:",omitempty"`
+	// Labels go into the image config and, with the version, into the
+	// layout's index annotations (source, revision).
+	Labels map[string]string `json:",omitempty"`
+}
+
+type imageUser struct {
+	Name     string
+	UID, GID int
+	Home     string
+}
+
+type imageDir struct {
+	Path     string
+	Mode     int64
+	UID, GID int
+}
+
+type imageExtract struct {
+	Component, Tar string
+	Src            string // a file or folder path inside the tar
+	Dest           string // where Src lands in the image
+	Mode           int64  // file mode; 0 keeps the tar's
+}
+
+type imageText struct {
+	Path string
+	Mode int64
+	Data string
 }
 
 type imageFile struct {
@@ -107,7 +151,7 @@ func imageSpecs() []imageSpec {
 			Entrypoint: []string{"/usr/local/bin/kube-router"},
 		},
 	)
-	return specs
+	return append(specs, harborImageSpecs()...)
 }
 
 const imagesList = "images.json"
@@ -121,7 +165,11 @@ func (b *builder) imagesEntry(dirs map[string]string) (string, error) {
 	specJSON, _ := json.Marshal(specs)
 	h.Write(specJSON)
 	for _, s := range specs {
-		for _, f := range slices.Concat(s.TarLayers, s.Files) {
+		files := slices.Concat(s.TarLayers, s.Files)
+		for _, x := range s.Extract {
+			files = append(files, imageFile{Component: x.Component, Name: x.Tar})
+		}
+		for _, f := range files {
 			m, err := readManifest(dirs[f.Component])
 			if err != nil {
 				return "", err
@@ -182,10 +230,14 @@ func (b *builder) images(ctx context.Context, dirs map[string]string) (string, [
 			return "", nil, false, fmt.Errorf("image %s: %w", s.Ref, err)
 		}
 		for _, ref := range append([]string{s.Ref}, s.Aliases...) {
-			if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
+			ann := map[string]string{
 				RefNameAnnotation:                  ref,
 				"org.opencontainers.image.version": s.Version,
-			})); err != nil {
+			}
+			for k, v := range s.Labels {
+				ann[k] = v
+			}
+			if err := p.AppendImage(img, layout.WithAnnotations(ann)); err != nil {
 				return "", nil, false, fmt.Errorf("writing image %s: %w", ref, err)
 			}
 		}
@@ -239,9 +291,25 @@ func buildImage(s imageSpec, base v1.Layer, dirs map[string]string, epoch time.T
 	for _, f := range s.Files {
 		files = append(files, tarEntry{Name: f.Dest, Mode: 0o755, Src: filepath.Join(dirs[f.Component], f.Name)})
 	}
-	bin, err := tarLayer(withParents(files), epoch)
+	extra, err := s.topFiles(dirs)
 	if err != nil {
 		return nil, err
+	}
+	bin, err := tarLayer(withParents(append(extra, files...)), epoch)
+	if err != nil {
+		return nil, err
+	}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	for _, e := range s.Env {
+		if strings.HasPrefix(e, "PATH=") {
+			env[0] = e
+		} else {
+			env = append(env, e)
+		}
+	}
+	wd := s.WorkingDir
+	if wd == "" {
+		wd = "/"
 	}
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
@@ -250,9 +318,11 @@ func buildImage(s imageSpec, base v1.Layer, dirs map[string]string, epoch time.T
 		OS:           "linux",
 		Config: v1.Config{
 			Entrypoint: s.Entrypoint,
-			Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+			Cmd:        s.Cmd,
+			Env:        env,
 			User:       s.User,
-			WorkingDir: "/",
+			WorkingDir: wd,
+			Labels:     s.Labels,
 		},
 		RootFS: v1.RootFS{Type: "layers"},
 	})
@@ -281,11 +351,13 @@ func buildImage(s imageSpec, base v1.Layer, dirs map[string]string, epoch time.T
 // tarEntry is one file or folder of a layer; Src empty means Data (or a folder
 // when Dir is set).
 type tarEntry struct {
-	Name string
-	Mode int64
-	Dir  bool
-	Data []byte
-	Src  string
+	Name     string
+	Mode     int64
+	Dir      bool
+	Link     string // a symbolic link to Link
+	Data     []byte
+	Src      string
+	UID, GID int
 }
 
 // withParents prepends the folders above every entry (root-owned, 0755),
@@ -301,6 +373,9 @@ func withParents(files []tarEntry) []tarEntry {
 		}
 		for _, d := range parents {
 			out = append(out, tarEntry{Name: d, Mode: 0o755, Dir: true})
+		}
+		if f.Dir { // an explicit folder (with its owner) is its own parent
+			seen[f.Name] = true
 		}
 		out = append(out, f)
 	}
@@ -345,7 +420,11 @@ func writeTar(w io.Writer, entries []tarEntry, mtime time.Time) error {
 		name := e.Name[1:] // layer paths are relative
 		switch {
 		case e.Dir:
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: e.Mode, ModTime: mtime}); err != nil {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: e.Mode, ModTime: mtime, Uid: e.UID, Gid: e.GID}); err != nil {
+				return err
+			}
+		case e.Link != "":
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: e.Link, Mode: 0o777, ModTime: mtime}); err != nil {
 				return err
 			}
 		case e.Src != "":
@@ -353,7 +432,7 @@ func writeTar(w io.Writer, entries []tarEntry, mtime time.Time) error {
 				return err
 			}
 		default:
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: e.Mode, Size: int64(len(e.Data)), ModTime: mtime}); err != nil {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: e.Mode, Size: int64(len(e.Data)), ModTime: mtime, Uid: e.UID, Gid: e.GID}); err != nil {
 				return err
 			}
 			if _, err := io.Copy(tw, bytes.NewReader(e.Data)); err != nil {

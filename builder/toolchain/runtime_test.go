@@ -2,7 +2,6 @@ package toolchain
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
@@ -46,27 +45,8 @@ func TestRuntimeRunsImages(t *testing.T) {
 			testenv.SkipOrFailf(t, "%s not built in %s: run `kpaas toolchain build` first", b, bin)
 		}
 	}
-	// ctr puts task cgroups below /kpaas-test in every v1 hierarchy; remove
-	// the (then empty) folders once containerd stopped.
-	t.Cleanup(func() {
-		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/kpaas-test")
-		for _, d := range dirs {
-			subs, _ := filepath.Glob(d + "/*/")
-			for _, sub := range subs {
-				if st, err := os.Stat(sub); err == nil && st.IsDir() {
-					os.Remove(sub)
-				}
-			}
-			os.Remove(d)
-		}
-	})
-	dir, err := os.MkdirTemp("", "ctdtest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-
-	// An OCI layout with the two images, as a tar for ctr import.
+	dir := t.TempDir()
+	// An OCI layout with the three images, as a tar for ctr import.
 	lay := filepath.Join(dir, "layout")
 	p, err := layout.Write(lay, empty.Index)
 	if err != nil {
@@ -93,6 +73,77 @@ func TestRuntimeRunsImages(t *testing.T) {
 	if err := tarDir(lay, archive); err != nil {
 		t.Fatal(err)
 	}
+	ctr := startContainerd(t, bin)
+	if _, err := ctr("images", "import", archive); err != nil {
+		t.Fatal(err)
+	}
+	imgs, _ := ctr("images", "ls", "-q")
+	t.Logf("imported:\n%s", imgs)
+
+	pause := "registry.k8s.io/pause:" + PauseVersion
+	if _, err := ctr("run", "-d", pause, "pause1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctr("task", "kill", "-s", "SIGKILL", "pause1")
+		time.Sleep(time.Second)
+		ctr("task", "delete", "-f", "pause1")
+		ctr("containers", "delete", "pause1")
+	})
+	tasks, err := ctr("task", "ls")
+	if err != nil || !strings.Contains(tasks, "RUNNING") {
+		t.Errorf("pause task not running: %v\n%s", err, tasks)
+	}
+
+	etcdRef := "registry.k8s.io/etcd:" + EtcdVersion[1:] + "-0"
+	out, err := ctr("run", "--rm", etcdRef, "etcd-version", "/usr/local/bin/etcd", "--version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "etcd Version: "+EtcdVersion[1:]) {
+		t.Errorf("etcd --version in the container printed:\n%s", out)
+	}
+
+	proxy := "registry.k8s.io/kube-proxy:" + KubernetesVersion
+	// ipset exits 1 after printing its version: without CAP_NET_ADMIN it
+	// cannot ask the kernel for its protocol. The output is what counts.
+	for i, c := range []struct{ prog, want string }{
+		{"kube-proxy", "Kubernetes " + KubernetesVersion},
+		{"iptables", "iptables v1.8"},
+		{"ipset", "ipset v7"},
+		{"conntrack", "conntrack v1"},
+	} {
+		out, err := ctr("run", "--rm", proxy, fmt.Sprintf("proxy%d", i), c.prog, "--version")
+		if !strings.Contains(out, c.want) {
+			t.Errorf("%s --version in the kube-proxy image: %v\n%s", c.prog, err, out)
+		}
+	}
+}
+
+// startContainerd starts the built containerd with a private root, state
+// and socket, and returns a ctr runner in namespace kpaas-test. Everything
+// is stopped and removed when t ends.
+func startContainerd(t *testing.T, bin string) func(args ...string) (string, error) {
+	t.Helper()
+	// ctr puts task cgroups below /kpaas-test in every v1 hierarchy; remove
+	// the (then empty) folders once containerd stopped.
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/kpaas-test")
+		for _, d := range dirs {
+			subs, _ := filepath.Glob(d + "/*/")
+			for _, sub := range subs {
+				if st, err := os.Stat(sub); err == nil && st.IsDir() {
+					os.Remove(sub)
+				}
+			}
+			os.Remove(d)
+		}
+	})
+	dir, err := os.MkdirTemp("", "ctdtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 
 	sock := filepath.Join(dir, "containerd.sock")
 	config := fmt.Sprintf(`version = 3
@@ -145,57 +196,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if _, err := ctr("images", "import", archive); err != nil {
-		t.Fatal(err)
-	}
-	imgs, _ := ctr("images", "ls", "-q")
-	t.Logf("imported:\n%s", imgs)
-
-	pause := "registry.k8s.io/pause:" + PauseVersion
-	if _, err := ctr("run", "-d", pause, "pause1"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctr("task", "kill", "-s", "SIGKILL", "pause1")
-		time.Sleep(time.Second)
-		ctr("task", "delete", "-f", "pause1")
-		ctr("containers", "delete", "pause1")
-	})
-	tasks, err := ctr("task", "ls")
-	if err != nil || !strings.Contains(tasks, "RUNNING") {
-		t.Errorf("pause task not running: %v\n%s", err, tasks)
-	}
-
-	etcdRef := "registry.k8s.io/etcd:" + EtcdVersion[1:] + "-0"
-	out, err := ctr("run", "--rm", etcdRef, "etcd-version", "/usr/local/bin/etcd", "--version")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out, "etcd Version: "+EtcdVersion[1:]) {
-		t.Errorf("etcd --version in the container printed:\n%s", out)
-	}
-
-	proxy := "registry.k8s.io/kube-proxy:" + KubernetesVersion
-	// ipset exits 1 after printing its version: without CAP_NET_ADMIN it
-	// cannot ask the kernel for its protocol. The output is what counts.
-	for i, c := range []struct{ prog, want string }{
-		{"kube-proxy", "Kubernetes " + KubernetesVersion},
-		{"iptables", "iptables v1.8"},
-		{"ipset", "ipset v7"},
-		{"conntrack", "conntrack v1"},
-	} {
-		out, err := ctr("run", "--rm", proxy, fmt.Sprintf("proxy%d", i), c.prog, "--version")
-		if !strings.Contains(out, c.want) {
-			t.Errorf("%s --version in the kube-proxy image: %v\n%s", c.prog, err, out)
-		}
-	}
+	return ctr
 }
 
 // tarDir writes the files below dir into a tar at dest (paths relative).
 func tarDir(dir, dest string) error {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	f, err := os.Create(dest)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -208,5 +220,5 @@ func tarDir(dir, dest string) error {
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	return os.WriteFile(dest, buf.Bytes(), 0o644)
+	return f.Close()
 }
