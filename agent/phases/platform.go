@@ -47,6 +47,8 @@ const (
 	ReleaseDeployed = "deployed"
 	ReleaseFailed   = "failed"
 	ReleaseSkipped  = "skipped"
+	// ReleaseDisabled: the site's cluster config turns it off.
+	ReleaseDisabled = "disabled"
 )
 
 // ReleaseStatus is one release's record, as the status shows it.
@@ -70,14 +72,20 @@ func platformPhase() Phase {
 	return Phase{
 		Name: "platform",
 		Plan: func(e *Env) []string {
-			p := e.Lock.Platform
-			if p == nil || len(p.Releases) == 0 {
+			if e.Lock.Platform == nil || len(e.Lock.Platform.Releases) == 0 {
 				return []string{"nothing: the bundle has no platform"}
+			}
+			p, err := sitePlatform(e)
+			if err != nil {
+				return []string{"cannot install the platform: " + err.Error()}
 			}
 			if !e.IsFirstControlPlane() {
 				return []string{"nothing: the first control plane installs the platform (" + fmt.Sprint(len(p.Releases)) + " releases)"}
 			}
 			var out []string
+			if d := disabledReleases(e); len(d) > 0 {
+				out = append(out, "not installed at this site (platform.disable of the cluster config): "+strings.Join(d, ", "))
+			}
 			for _, s := range p.Secrets {
 				out = append(out, fmt.Sprintf("create Secret %s/%s from the config disk's %s", s.Namespace, s.Name, path.Join(PlatformSecrets, s.Name)))
 			}
@@ -116,6 +124,55 @@ func platformPhase() Phase {
 	}
 }
 
+// disabledReleases are the names the cluster config's platform.disable
+// lists.
+func disabledReleases(e *Env) []string {
+	if e.Cluster == nil || e.Cluster.Platform == nil {
+		return nil
+	}
+	return e.Cluster.Platform.Disable
+}
+
+// sitePlatform is the bundle's platform without the releases this site
+// disables. Disabling a release the bundle lacks, or one another kept
+// release depends on, is an error that names both.
+func sitePlatform(e *Env) (*bundle.LockPlatform, error) {
+	p := e.Lock.Platform
+	off := disabledReleases(e)
+	if p == nil || len(off) == 0 {
+		return p, nil
+	}
+	known := map[string]bool{}
+	for _, r := range p.Releases {
+		known[r.Name] = true
+	}
+	disabled := map[string]bool{}
+	var errs []error
+	for _, name := range off {
+		if !known[name] {
+			errs = append(errs, fmt.Errorf("platform.disable names %q, which the bundle's platform does not have", name))
+		}
+		disabled[name] = true
+	}
+	site := *p
+	site.Releases = nil
+	for _, r := range p.Releases {
+		if disabled[r.Name] {
+			continue
+		}
+		for _, d := range r.DependsOn {
+			if disabled[d] {
+				errs = append(errs, fmt.Errorf("release %s depends on %s, which platform.disable turns off: disable %s too", r.Name, d, r.Name))
+			}
+		}
+		site.Releases = append(site.Releases, r)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &site, nil
+}
+
 func releaseNodes(p *bundle.LockPlatform) []platform.Node {
 	ns := make([]platform.Node, len(p.Releases))
 	for i, r := range p.Releases {
@@ -142,7 +199,10 @@ type prepared struct {
 }
 
 func newInstaller(e *Env) (*installer, error) {
-	p := e.Lock.Platform
+	p, err := sitePlatform(e)
+	if err != nil {
+		return nil, err
+	}
 	in := &installer{e: e, p: p, releases: map[string]bundle.LockRelease{}, secrets: map[string]string{}, prepared: map[string]*prepared{}}
 	for _, r := range p.Releases {
 		in.releases[r.Name] = r
@@ -314,7 +374,15 @@ func ReleaseStatuses(ctx context.Context, e *Env) ([]ReleaseStatus, error) {
 		return nil, err
 	}
 	var out []ReleaseStatus
+	off := map[string]bool{}
+	for _, name := range disabledReleases(e) {
+		off[name] = true
+	}
 	for _, r := range e.Lock.Platform.Releases {
+		if off[r.Name] {
+			out = append(out, ReleaseStatus{Name: r.Name, State: ReleaseDisabled})
+			continue
+		}
 		rec := recs[r.Name]
 		var secs float64
 		fmt.Sscanf(rec["seconds"], "%g", &secs)

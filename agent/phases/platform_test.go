@@ -330,3 +330,45 @@ func (c cutAt) Run(ctx context.Context, cmd exec.Cmd) ([]byte, error) {
 	}
 	return c.r.Run(ctx, cmd)
 }
+
+// A site turns releases off in its cluster config: the others are
+// installed, the status says "disabled", and disabling a release another
+// one needs, or one the bundle lacks, is refused with both names.
+func TestPlatformDisabledReleases(t *testing.T) {
+	k := kubetest.Start(t, kubetest.WithControllerManager())
+	e, _, out := platformEnv(t, k, goodPlatform())
+
+	for _, bad := range []struct {
+		disable []string
+		want    string
+	}{
+		{[]string{"crds"}, "release app depends on crds, which platform.disable turns off"},
+		{[]string{"app", "nope"}, `platform.disable names "nope"`},
+	} {
+		e.Cluster.Platform = &cluster.Platform{Disable: bad.disable}
+		err := runPhase(e, platformPhase(t))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("disable %v: err = %v, want %q", bad.disable, err, bad.want)
+		}
+	}
+
+	e.Cluster.Platform = &cluster.Platform{Disable: []string{"app"}}
+	out.Reset()
+	if err := runPhase(e, platformPhase(t)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "configmap", "kpaas-release-crds", "-o", "jsonpath={.data.state}"); got != "deployed" {
+		t.Errorf("crds: %q", got)
+	}
+	if _, err := k.KubectlErr(nil, "-n", "kpaas-system", "get", "configmap", "kpaas-release-app"); err == nil {
+		t.Errorf("the disabled release app was installed")
+	}
+	st, err := phases.ReleaseStatuses(context.Background(), e)
+	if err != nil || len(st) != 2 || st[0].Name != "app" || st[0].State != phases.ReleaseDisabled || st[1].State != phases.ReleaseDeployed {
+		t.Errorf("statuses %+v (%v)", st, err)
+	}
+	plan := strings.Join(platformPhase(t).Plan(e), "\n")
+	if !strings.Contains(plan, "not installed at this site (platform.disable of the cluster config): app") {
+		t.Errorf("plan:\n%s", plan)
+	}
+}

@@ -262,7 +262,11 @@ func printPlatform(e *Env, rs []ReleaseStatus) {
 		}
 		e.Progress.Printf("  passwords: the Secrets %s; on the operator's machine: kpaas cluster secrets DIR --show NAME", strings.Join(names, ", "))
 	}
-	for _, r := range e.Lock.Platform.Releases {
+	p, _ := sitePlatform(e)
+	if p == nil {
+		return
+	}
+	for _, r := range p.Releases {
 		if r.Vault {
 			e.Progress.Printf("  vault %s: unseal key and root token in %s on %s (root only)", r.Name, vaultFile(r), e.Node.Name)
 		}

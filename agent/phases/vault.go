@@ -122,7 +122,7 @@ func UnsealVaults(ctx context.Context, e *Env) error {
 	if err != nil {
 		return err
 	}
-	for _, r := range e.Lock.Platform.Releases {
+	for _, r := range in.p.Releases {
 		if !r.Vault {
 			continue
 		}

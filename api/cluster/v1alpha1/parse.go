@@ -85,6 +85,7 @@ func decode(d *yamldecode.Decoder, n ast.Node) *Cluster {
 			d.Object(path, n, map[string]yamldecode.Field{
 				"storage":   d.Str(&c.Platform.Storage),
 				"nfsServer": d.Str(&c.Platform.NFSServer),
+				"disable":   d.Strs(&c.Platform.Disable),
 			})
 		},
 	})

@@ -133,6 +133,11 @@ type Platform struct {
 	Storage string `yaml:"storage,omitempty" json:"storage,omitempty"`
 	// NFSServer is the NFS server's address when Storage is nfs.
 	NFSServer string `yaml:"nfsServer,omitempty" json:"nfsServer,omitempty"`
+	// Disable names releases of the bundle's platform this site does not
+	// install. A release that depends on a disabled one must be disabled
+	// too; the agent refuses the platform otherwise, and a name the
+	// bundle does not have.
+	Disable []string `yaml:"disable,omitempty" json:"disable,omitempty"`
 }
 
 // Secret file names, relative to SecretsDir. `kpaas cluster init` writes

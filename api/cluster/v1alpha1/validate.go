@@ -284,6 +284,17 @@ func (ps *problems) platform(p *Platform) {
 	if p == nil {
 		return
 	}
+	seen := map[string]bool{}
+	for i, name := range p.Disable {
+		at := fmt.Sprintf("platform.disable[%d]", i)
+		switch {
+		case name == "":
+			ps.add(at, "is empty")
+		case seen[name]:
+			ps.add(at, "names %q twice", name)
+		}
+		seen[name] = true
+	}
 	switch p.Storage {
 	case "", StorageRook:
 	case StorageNFS:

@@ -89,6 +89,8 @@ func TestParseRules(t *testing.T) {
 		{"platform storage", "nodes:\n", "platform: {storage: ceph}\nnodes:\n", `c.yaml:7:21: platform.storage: must be "nfs" or "rook", not "ceph"`},
 		{"platform nfs server", "nodes:\n", "platform: {storage: nfs}\nnodes:\n", `c.yaml:7:12: platform.nfsServer: required`},
 		{"platform nfs", "nodes:\n", "platform: {storage: nfs, nfsServer: 10.0.0.5}\nnodes:\n", ""},
+		{"platform disable twice", "nodes:\n", "platform: {disable: [harbor, harbor]}\nnodes:\n", `c.yaml:7:30: platform.disable[1]: names "harbor" twice`},
+		{"platform disable", "nodes:\n", "platform: {disable: [harbor]}\nnodes:\n", ""},
 		{"platform rook nfs server", "nodes:\n", "platform: {storage: rook, nfsServer: 10.0.0.5}\nnodes:\n", `c.yaml:7:38: platform.nfsServer: set only with storage "nfs"`},
 		{"many at once", "kind: Cluster", "kind: Bundle\nextra: 1",
 			"c.yaml:2:7: kind: must be \"Cluster\", not \"Bundle\"\nc.yaml:3:1: extra: unknown field"},
