@@ -36,7 +36,7 @@ demo: demo-deps build ## Bake the demo bundle and write bootable demo media (out
 	$(KPAAS) bundle verify $(OUT)/demo-bundle --key $(OUT)/demo.pub
 	$(KPAAS) bundle inspect $(OUT)/demo-bundle
 	$(KPAAS) image build --bundle $(OUT)/demo-bundle -o $(OUT)/demo --format qcow2,iso --disk-size 12G --key $(OUT)/demo.pub
-	@test -f $(OUT)/demo-site/secrets/token || $(KPAAS) cluster init --from bundles/demo/cluster.yaml -o $(OUT)/demo-site
+	@test -f $(OUT)/demo-site/secrets/token || $(KPAAS) cluster init --from bundles/demo/cluster.yaml --bundle bundles/demo.yaml -o $(OUT)/demo-site
 	for n in cp1 w1 w2; do $(KPAAS) cluster config-disk $(OUT)/demo-site --node $$n -o $(OUT)/demo-site/$$n-config.img; done
 	@echo "demo: media out/demo.qcow2 and out/demo.iso; cluster site out/demo-site; boot it with: make demo-cluster"
 

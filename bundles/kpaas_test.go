@@ -18,6 +18,7 @@ import (
 	cluster "kpaas.dev/appliance/api/cluster/v1alpha1"
 	"kpaas.dev/appliance/builder/bake"
 	"kpaas.dev/appliance/builder/charts"
+	"kpaas.dev/appliance/internal/clustersecrets"
 	"kpaas.dev/appliance/internal/kubetest"
 	"kpaas.dev/appliance/internal/platform"
 )
@@ -43,19 +44,23 @@ type rendered struct {
 // renderPlatform renders every release of manifest m as the agent does:
 // charts with the bundle's values and the release's (facts and secrets
 // put in), manifests with their placeholders substituted.
-func renderPlatform(t *testing.T, file string) (*bundlev1.Bundle, []rendered) {
+func renderPlatform(t *testing.T, file, site string) (*bundlev1.Bundle, []rendered) {
 	t.Helper()
 	m, err := bundlev1.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := cluster.Parse("site.yaml", []byte(kpaasSite))
+	c, err := cluster.Parse("site.yaml", []byte(site))
 	if err != nil {
 		t.Fatal(err)
 	}
 	secrets := map[string]string{}
 	for _, s := range m.Platform.Secrets {
-		secrets[s.Name] = "test-" + s.Name
+		pw, err := clustersecrets.Password(clustersecrets.PasswordLength) // as `kpaas cluster init` makes them
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets[s.Name] = pw
 	}
 	lookup := platform.Lookup(platform.Facts(c, m.Platform.Facts), secrets)
 	base := filepath.Dir(file)
@@ -146,7 +151,7 @@ func normalize(t *testing.T, ref string) string {
 // the whole set must equal testdata/kpaas-1.4.1.images (-update rewrites
 // it after a deliberate change).
 func TestKPaaSPlatformAppliesToRealAPIServer(t *testing.T) {
-	m, rs := renderPlatform(t, "kpaas-1.4.1.yaml")
+	m, rs := renderPlatform(t, "kpaas-1.4.1.yaml", kpaasSite)
 
 	listed := map[string]bool{}
 	for _, img := range m.Images {
@@ -154,6 +159,9 @@ func TestKPaaSPlatformAppliesToRealAPIServer(t *testing.T) {
 	}
 	var all []string
 	for _, r := range rs {
+		if r.release.Name == "harbor" {
+			checkNoDefaultSecrets(t, r)
+		}
 		for _, img := range platform.Images(r.objs) {
 			all = append(all, normalize(t, img))
 			if r.release.Chart == "" && !listed[normalize(t, img)] && !excluded(m, img) {

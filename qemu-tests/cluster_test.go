@@ -111,7 +111,10 @@ func demoMedia(t *testing.T) *clusterMedia {
 	return clusterOnce.m
 }
 
-// twoNodes is the demo cluster without w2: what CI boots.
+// twoNodes is the demo cluster without w2, and without Harbor: what CI
+// boots. Harbor's seven workloads would add minutes of emulated CPU to a
+// CI run that must stay within its budget; the three-node scenario of
+// make e2e installs the whole demo platform.
 const twoNodes = `apiVersion: kpaas.dev/v1alpha1
 kind: Cluster
 metadata:
@@ -128,6 +131,8 @@ nodes:
     role: worker
     macs: ["52:54:00:4b:00:21"]
     address: 10.42.0.21/24
+platform:
+  disable: [harbor]
 `
 
 // newCluster makes a site from a cluster file (fresh secrets, config
@@ -141,7 +146,7 @@ func newCluster(t *testing.T, clusterYAML string) *cluster.Cluster {
 		t.Fatal(err)
 	}
 	site := filepath.Join(dir, "site")
-	cluster.Kpaas(t, "cluster", "init", "--from", src, "-o", site)
+	cluster.Kpaas(t, "cluster", "init", "--from", src, "--bundle", "../bundles/demo.yaml", "-o", site)
 	return cluster.New(t, cluster.Options{Image: m.qcow2, Site: site, Dir: filepath.Join(dir, "nodes"), Kubectl: m.kubectl})
 }
 

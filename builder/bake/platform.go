@@ -175,7 +175,7 @@ func (st *state) lockPlatform() *bundle.LockPlatform {
 		r := a.spec
 		lr := bundle.LockRelease{
 			Name: r.Name, Namespace: r.Namespace, Manifests: a.ref, Values: r.Values, Substitute: r.Substitute,
-			DependsOn: r.DependsOn, Timeout: r.Timeout, URL: r.URL, Vault: r.Vault, Images: a.images,
+			DependsOn: r.DependsOn, Timeout: r.Timeout, URL: r.URL, Vault: r.Vault, Harbor: r.Harbor, Images: a.images,
 			Gate: bundle.LockGate{Skip: r.Gate.Skip},
 		}
 		for _, c := range r.Gate.Conditions {

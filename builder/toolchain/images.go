@@ -442,3 +442,14 @@ func writeTar(w io.Writer, entries []tarEntry, mtime time.Time) error {
 	}
 	return tw.Close()
 }
+
+// ImageRefs are the references of every image Build assembles (aliases
+// included), in build order.
+func ImageRefs() []string {
+	var refs []string
+	for _, s := range imageSpecs() {
+		refs = append(refs, s.Ref)
+		refs = append(refs, s.Aliases...)
+	}
+	return refs
+}

@@ -122,7 +122,9 @@ func fakeComponents(t *testing.T, root string) map[string]string {
 		m := &cacheManifest{Name: c.Name, Version: c.Version, Files: map[string]fileInfo{}}
 		for _, f := range c.Outputs {
 			p := filepath.Join(dir, f)
-			if err := os.WriteFile(p, []byte("#!fake "+c.Name+"/"+f+"\n"), 0o755); err != nil {
+			if f == HarborSupportTar {
+				fakeSupportTar(t, p)
+			} else if err := os.WriteFile(p, []byte("#!fake "+c.Name+"/"+f+"\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
 			fi, err := hashFile(p)
@@ -138,6 +140,27 @@ func fakeComponents(t *testing.T, root string) map[string]string {
 		dirs[c.Name] = dir
 	}
 	return dirs
+}
+
+// fakeSupportTar writes a Harbor support tar with a small file for each
+// path the images extract.
+func fakeSupportTar(t *testing.T, dest string) {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "support")
+	for _, spec := range harborImageSpecs() {
+		for _, x := range spec.Extract {
+			file := filepath.Join(root, x.Src)
+			if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(file, []byte("fake "+x.Src+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := writeTreeTar(dest, root, time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func testBuilder(cache string) *builder {

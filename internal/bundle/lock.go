@@ -62,6 +62,7 @@ type LockRelease struct {
 	Timeout    string            `json:"timeout"`
 	URL        string            `json:"url,omitempty"`
 	Vault      bool              `json:"vault,omitempty"`
+	Harbor     bool              `json:"harbor,omitempty"`
 	// Images are the references the release's objects name.
 	Images []string `json:"images,omitempty"`
 }

@@ -201,6 +201,7 @@ func (d *decoder) release(path string, n ast.Node) Release {
 		},
 		"timeout": d.Str(&r.Timeout),
 		"vault":   d.bool(&r.Vault),
+		"harbor":  d.bool(&r.Harbor),
 		"url":     d.Str(&r.URL),
 	})
 	return r

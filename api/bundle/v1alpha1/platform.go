@@ -70,6 +70,26 @@ type Release struct {
 	// Vault makes the installer initialise and unseal the Vault server
 	// of this release (the StatefulSet's pods), on every boot.
 	Vault bool `yaml:"vault,omitempty" json:"vault,omitempty"`
+	// Harbor marks the release that installs Harbor: once it passes its
+	// gate, the agent pushes every image and chart of the bundle into it
+	// (a public project per source registry) as user admin, with the
+	// password of the secret values.harborAdminPassword names, at the
+	// release's URL. At most one release sets it.
+	Harbor bool `yaml:"harbor,omitempty" json:"harbor,omitempty"`
+}
+
+// HarborAdminSecret is the platform secret a Harbor release's values name
+// as harborAdminPassword ("${secret:NAME}"), or "" when they name none.
+func HarborAdminSecret(values map[string]any) string {
+	v, ok := values["harborAdminPassword"].(string)
+	if !ok {
+		return ""
+	}
+	refs := Refs(v)
+	if len(refs) != 1 || refs[0].Kind != "secret" || v != "${secret:"+refs[0].Name+"}" {
+		return ""
+	}
+	return refs[0].Name
 }
 
 // Gate says when a release is healthy. By default every workload it
@@ -241,6 +261,7 @@ func (ps *problems) platform(b *Bundle) {
 		charts[c.Release] = true
 	}
 	names := map[string]int{}
+	harbors := 0
 	for i, r := range p.Releases {
 		at := fmt.Sprintf("platform.releases[%d]", i)
 		if ps.required(at+".name", r.Name) {
@@ -294,6 +315,21 @@ func (ps *problems) platform(b *Bundle) {
 		}
 		check(at+".values", r.Values)
 		check(at+".url", r.URL)
+		if r.Harbor {
+			harbors++
+			if harbors > 1 {
+				ps.add(at+".harbor", "a second Harbor release: at most one release sets harbor")
+			}
+			if r.Chart == "" {
+				ps.add(at+".harbor", "needs a chart release (Harbor's chart)")
+			}
+			if r.URL == "" {
+				ps.add(at+".url", "required with harbor: where the agent pushes the bundle (http://${fact:firstControlPlaneAddress}:30002)")
+			}
+			if HarborAdminSecret(r.Values) == "" {
+				ps.add(at+".values.harborAdminPassword", "required with harbor: \"${secret:NAME}\", the admin password the agent pushes with")
+			}
+		}
 		for k, v := range r.Substitute {
 			check(joinKey(at+".substitute", k), v)
 		}
