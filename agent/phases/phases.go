@@ -83,6 +83,7 @@ func List() []Phase {
 		kubeadm(),
 		network(),
 		platformPhase(),
+		harborPhase(),
 		ready(),
 	}
 }

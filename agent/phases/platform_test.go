@@ -152,15 +152,7 @@ func platformEnv(t *testing.T, k *kubetest.Env, p *bundle.LockPlatform) (*phases
 	}, r, out
 }
 
-func platformPhase(t *testing.T) phases.Phase {
-	for _, p := range phases.List() {
-		if p.Name == "platform" {
-			return p
-		}
-	}
-	t.Fatal("no platform phase in List")
-	return phases.Phase{}
-}
+func platformPhase(t *testing.T) phases.Phase { return phaseNamed(t, "platform") }
 
 func runPhase(e *phases.Env, p phases.Phase) error {
 	p.Retry.Attempts = 1

@@ -47,6 +47,9 @@ type NodeStatus struct {
 	SeedRSSKiB     int64 `json:"seedRSSKiB"`
 	// Releases are the platform's releases (first control plane only).
 	Releases []ReleaseStatus `json:"releases,omitempty"`
+	// Harbor is the record of the bundle's push into Harbor (first
+	// control plane only; see HarborRecord).
+	Harbor map[string]string `json:"harbor,omitempty"`
 }
 
 // PhaseStatus is one phase in a NodeStatus.
@@ -84,6 +87,7 @@ func ready() Phase {
 			st.SeedRSSKiB = seedRSS(ctx, e)
 			if e.IsFirstControlPlane() && e.Lock.Platform != nil {
 				st.Releases, _ = ReleaseStatuses(ctx, e)
+				st.Harbor = HarborStatus(ctx, e)
 			}
 			b, err := json.Marshal(st)
 			if err != nil {
@@ -104,6 +108,10 @@ func ready() Phase {
 			e.Progress.Printf("kpaas-agent: node %s (%s) ready: API https://%s, %s since power-on",
 				e.Node.Name, e.Node.Role, e.Cluster.ControlPlaneEndpoint.String(), round1(st.SincePowerOn))
 			printPlatform(e, st.Releases)
+			if h := st.Harbor; h != nil {
+				e.Progress.Printf("  harbor: %s; %s images and %s charts of the bundle at %s (public projects %s); docker login with user admin",
+					h["state"], h["images"], h["charts"], h["url"], h["projects"])
+			}
 			return nil
 		},
 		Retry: retry.Policy{Attempts: 5, Base: 5 * time.Second, Max: 30 * time.Second},

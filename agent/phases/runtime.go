@@ -44,7 +44,11 @@ func runtime() Phase {
 			if err != nil {
 				return []string{"cannot plan: " + err.Error()}
 			}
-			return append(filePlan(fs),
+			pulls := "image pulls go to the node's seed at " + seedURL(e)
+			if h := harborRegistry(e); h != "" {
+				pulls = "image pulls go to the cluster's Harbor at " + h + " first (a project per upstream registry), then to the node's seed at " + seedURL(e)
+			}
+			return append(filePlan(fs), pulls,
 				"unpack "+cniTarballs+" into "+cniBinDir,
 				"systemctl daemon-reload; systemctl enable containerd; systemctl restart containerd",
 				"wait until crictl info answers")
@@ -114,20 +118,23 @@ func runtimeFiles(e *Env) ([]file, error) {
 	if err := containerd.ValidateMirror(mirror); err != nil {
 		return nil, err
 	}
+	// The cluster's Harbor first, when the platform has one: containerd
+	// moves on to the seed while Harbor is unreachable or lacks an image.
+	harborURL := harborRegistry(e)
 	fs := []file{
 		{containerdConfig, 0o644, containerdTOML("registry.k8s.io/pause:" + pause)},
 		{containerdUnit, 0o644, []byte(containerdService)},
 		{crictlConfig, 0o644, []byte("runtime-endpoint: " + criSocket + "\nimage-endpoint: " + criSocket + "\ntimeout: 30\n")},
 	}
 	for _, u := range containerd.Upstreams(entries) {
-		fs = append(fs, file{path.Join(containerdHosts, u, "hosts.toml"), 0o644, containerd.HostsTOML(u, mirror)})
+		fs = append(fs, file{path.Join(containerdHosts, u, "hosts.toml"), 0o644, containerd.HostsTOML(u, containerd.Mirrors(u, harborURL, mirror)...)})
 	}
 	return fs, nil
 }
 
 func containerdTOML(pause string) []byte {
-	return []byte(`# Written by kpaas-agent. Images come from the node's registry seed only
-# (see ` + containerdHosts + `).
+	return []byte(`# Written by kpaas-agent. Images come from the cluster's Harbor, when the
+# platform has one, and from the node's registry seed (see ` + containerdHosts + `).
 version = 3
 root = "/var/lib/containerd"
 state = "/run/containerd"

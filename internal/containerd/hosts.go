@@ -1,10 +1,20 @@
 // Package containerd writes containerd's registry host configuration
 // (the config_path folder of the CRI plugin, one hosts.toml per upstream
-// registry) so that every pull of an upstream image goes to a mirror first:
-// the node's registry seed on 127.0.0.1, later Harbor.
+// registry) so that every pull of an upstream image goes to mirrors
+// first, in order: the cluster's Harbor when the platform has one, then
+// the node's registry seed on 127.0.0.1.
 //
-// containerd asks a mirror for /v2/<path>/manifests/<ref>?ns=<upstream>;
+// containerd asks the seed for /v2/<path>/manifests/<ref>?ns=<upstream>;
 // the seed uses ns to find the original repository (see internal/seed).
+// Harbor holds each upstream's images in a project named after it (what
+// `kpaas push --harbor` and the agent's harbor phase create), so its host
+// entry is Harbor's API root for that project, /v2/<project>, with
+// override_path.
+//
+// containerd tries the hosts in order and moves to the next one when a
+// host cannot be reached or answers an error (404 for an image Harbor does
+// not have, 401, 5xx), so pulls keep working while Harbor is down or not
+// yet filled.
 //
 // The output is a pure function of its inputs (no timestamps), so writing
 // it again changes nothing and golden tests hold it.
@@ -23,6 +33,7 @@ import (
 
 	"kpaas.dev/appliance/internal/atomicfile"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/harbor"
 	"kpaas.dev/appliance/internal/ref"
 )
 
@@ -43,16 +54,38 @@ func ServerURL(upstream string) string {
 	return "https://" + upstream
 }
 
-// HostsTOML renders hosts.toml for one upstream registry with mirrorURL
-// (e.g. http://127.0.0.1:5000) as its first host, for pull and resolve.
-// Callers validate their inputs with ValidateUpstream and ValidateMirror
-// (WriteHostsDir does).
-func HostsTOML(upstream, mirrorURL string) []byte {
+// A Mirror is one host containerd asks for an upstream's images.
+type Mirror struct {
+	// URL is http(s)://host[:port] (the registry API below /v2), or with
+	// OverridePath the API root itself (http://harbor:30002/v2/docker.io).
+	URL          string
+	OverridePath bool
+}
+
+// SeedMirror is the node's registry seed at seedURL (http://127.0.0.1:PORT).
+func SeedMirror(seedURL string) Mirror { return Mirror{URL: seedURL} }
+
+// HarborMirror is upstream's project in the Harbor at harborURL
+// (http(s)://host[:port]): the project is named after the upstream
+// registry (harbor.ProjectNameFor), as the push creates it.
+func HarborMirror(harborURL, upstream string) Mirror {
+	return Mirror{URL: strings.TrimSuffix(harborURL, "/") + "/v2/" + harbor.ProjectNameFor(upstream), OverridePath: true}
+}
+
+// HostsTOML renders hosts.toml for one upstream registry with mirrors as
+// its hosts, asked in order, for pull and resolve. Callers validate their
+// inputs with ValidateUpstream and ValidateMirror (WriteHostsDir does).
+func HostsTOML(upstream string, mirrors ...Mirror) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Written by kpaas: pulls of %s images ask the mirror below first.\n", upstream)
-	fmt.Fprintf(&b, "server = %s\n\n", quote(ServerURL(upstream)))
-	fmt.Fprintf(&b, "[host.%s]\n", quote(mirrorURL))
-	b.WriteString("  capabilities = [\"pull\", \"resolve\"]\n")
+	fmt.Fprintf(&b, "# Written by kpaas: pulls of %s images ask the mirrors below first, in order.\n", upstream)
+	fmt.Fprintf(&b, "server = %s\n", quote(ServerURL(upstream)))
+	for _, m := range mirrors {
+		fmt.Fprintf(&b, "\n[host.%s]\n", quote(m.URL))
+		b.WriteString("  capabilities = [\"pull\", \"resolve\"]\n")
+		if m.OverridePath {
+			b.WriteString("  override_path = true\n")
+		}
+	}
 	return b.Bytes()
 }
 
@@ -63,6 +96,16 @@ func quote(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\\`)
 	s = strings.ReplaceAll(s, `"`, `\"`)
 	return `"` + s + `"`
+}
+
+// Mirrors are upstream's hosts: Harbor's project first when harborURL is
+// set, then the seed.
+func Mirrors(upstream, harborURL, seedURL string) []Mirror {
+	var ms []Mirror
+	if harborURL != "" {
+		ms = append(ms, HarborMirror(harborURL, upstream))
+	}
+	return append(ms, SeedMirror(seedURL))
 }
 
 // ValidateUpstream checks that upstream is a registry host[:port].
@@ -117,11 +160,17 @@ func Upstreams(entries []bundle.Entry) []string {
 }
 
 // WriteHostsDir writes <dir>/<upstream>/hosts.toml for every upstream,
-// each file atomically. Every input is checked before anything is written;
-// all invalid ones are reported together.
-func WriteHostsDir(dir string, upstreams []string, mirrorURL string) error {
+// each file atomically: the Harbor at harborURL first (none when empty),
+// then the seed at seedURL. Every input is checked before anything is
+// written; all invalid ones are reported together.
+func WriteHostsDir(dir string, upstreams []string, harborURL, seedURL string) error {
 	var errs []error
-	if err := ValidateMirror(mirrorURL); err != nil {
+	if harborURL != "" {
+		if err := ValidateMirror(harborURL); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := ValidateMirror(seedURL); err != nil {
 		errs = append(errs, err)
 	}
 	for _, u := range upstreams {
@@ -134,10 +183,11 @@ func WriteHostsDir(dir string, upstreams []string, mirrorURL string) error {
 	}
 	for _, u := range upstreams {
 		p := filepath.Join(dir, u, "hosts.toml")
-		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, HostsTOML(u, mirrorURL)) {
+		data := HostsTOML(u, Mirrors(u, harborURL, seedURL)...)
+		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) {
 			continue
 		}
-		if err := atomicfile.WriteFile(p, HostsTOML(u, mirrorURL), 0o644); err != nil {
+		if err := atomicfile.WriteFile(p, data, 0o644); err != nil {
 			return fmt.Errorf("writing containerd hosts for %s: %w", u, err)
 		}
 	}

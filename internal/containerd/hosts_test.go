@@ -43,9 +43,12 @@ func golden(t *testing.T, name string, got []byte) {
 func TestHostsTOMLGolden(t *testing.T) {
 	for _, up := range []string{"docker.io", "registry.k8s.io", "quay.io", "ghcr.io", "gcr.io", "harbor.example.com:8443"} {
 		t.Run(up, func(t *testing.T) {
-			golden(t, strings.ReplaceAll(up, ":", "_")+".hosts.toml", HostsTOML(up, mirror))
+			golden(t, strings.ReplaceAll(up, ":", "_")+".hosts.toml", HostsTOML(up, SeedMirror(mirror)))
 		})
 	}
+	// With the cluster's Harbor first: its project for the upstream.
+	golden(t, "docker.io.harbor.hosts.toml", HostsTOML("docker.io", Mirrors("docker.io", "http://10.42.0.11:30002", mirror)...))
+	golden(t, "harbor.example.com_8443.harbor.hosts.toml", HostsTOML("harbor.example.com:8443", Mirrors("harbor.example.com:8443", "http://10.42.0.11:30002", mirror)...))
 }
 
 // hostsFile is containerd's hosts.toml schema, the parts we write.
@@ -65,7 +68,7 @@ func TestHostsTOMLParses(t *testing.T) {
 		"myreg:5000":      "https://myreg:5000",
 	} {
 		var hf hostsFile
-		md, err := toml.Decode(string(HostsTOML(up, mirror)), &hf)
+		md, err := toml.Decode(string(HostsTOML(up, SeedMirror(mirror))), &hf)
 		if err != nil {
 			t.Fatalf("%s: %v", up, err)
 		}
@@ -109,7 +112,7 @@ func TestUpstreams(t *testing.T) {
 func TestWriteHostsDir(t *testing.T) {
 	dir := t.TempDir()
 	ups := []string{"docker.io", "quay.io", "registry.k8s.io"}
-	if err := WriteHostsDir(dir, ups, mirror); err != nil {
+	if err := WriteHostsDir(dir, ups, "", mirror); err != nil {
 		t.Fatal(err)
 	}
 	var files []string
@@ -134,7 +137,7 @@ func TestWriteHostsDir(t *testing.T) {
 	// Writing again changes nothing, not even the modification time.
 	p := filepath.Join(dir, "quay.io", "hosts.toml")
 	before, _ := os.Stat(p)
-	if err := WriteHostsDir(dir, ups, mirror); err != nil {
+	if err := WriteHostsDir(dir, ups, "", mirror); err != nil {
 		t.Fatal(err)
 	}
 	after, _ := os.Stat(p)
@@ -145,7 +148,7 @@ func TestWriteHostsDir(t *testing.T) {
 
 func TestWriteHostsDirRejects(t *testing.T) {
 	dir := t.TempDir()
-	err := WriteHostsDir(dir, []string{"docker.io", "../etc", "a/b", ""}, "ftp://x")
+	err := WriteHostsDir(dir, []string{"docker.io", "../etc", "a/b", ""}, "", "ftp://x")
 	if err == nil {
 		t.Fatal("want an error")
 	}

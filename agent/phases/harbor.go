@@ -1,0 +1,231 @@
+package phases
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	bundlev1 "kpaas.dev/appliance/api/bundle/v1alpha1"
+	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/platform"
+	"kpaas.dev/appliance/internal/push"
+	"kpaas.dev/appliance/internal/retry"
+)
+
+// HarborRecord is the ConfigMap (in StatusNamespace) where the first
+// control plane records the push of the bundle into Harbor: state, the
+// bundle it pushed (the sha256 of its lock), Harbor's URL, what was sent
+// and how long it took, or the last error.
+const HarborRecord = "kpaas-harbor"
+
+// Harbor push states.
+const (
+	HarborPushing = "pushing"
+	HarborPushed  = "pushed"
+	HarborFailed  = "failed"
+)
+
+// harborUser is the account the agent pushes with: Harbor's system
+// administrator, whose password the platform secret holds.
+const harborUser = "admin"
+
+// harborPhase pushes every image and chart of the bundle into the
+// platform's Harbor (the release marked harbor) once the platform phase
+// has passed its gate, on the first control plane: a public project per
+// source registry, so that containerd on every node can pull without
+// credentials. The push skips what Harbor already has, so an interrupted
+// push resumes; the record in the cluster says which bundle was pushed.
+// Nodes without a Harbor release, or whose site disables it, skip it.
+func harborPhase() Phase {
+	return Phase{
+		Name: "harbor",
+		Plan: func(e *Env) []string {
+			r, ok := harborRelease(e)
+			switch {
+			case !ok:
+				return []string{"nothing: the platform has no Harbor release (or this site disables it)"}
+			case !e.IsFirstControlPlane():
+				return []string{"nothing: the first control plane pushes the bundle into Harbor"}
+			}
+			n := len(pushable(e.Lock))
+			return []string{fmt.Sprintf("push the bundle's %d images and charts into Harbor (release %s) at %s as %s, a public project per source registry; skip what Harbor has",
+				n, r.Name, r.URL, harborUser)}
+		},
+		Check: func(ctx context.Context, e *Env) (bool, error) {
+			if _, ok := harborRelease(e); !ok || !e.IsFirstControlPlane() {
+				return true, nil
+			}
+			rec, err := harborRecord(ctx, e)
+			if err != nil {
+				return false, nil // the API may not answer yet: Run finds out
+			}
+			return rec["state"] == HarborPushed && rec["bundle"] == bundleDigest(e), nil
+		},
+		Run:   pushIntoHarbor,
+		Retry: retry.Policy{Attempts: 5, Base: 15 * time.Second, Max: 2 * time.Minute},
+	}
+}
+
+// harborRelease is the site's Harbor release (not disabled), if any.
+func harborRelease(e *Env) (bundle.LockRelease, bool) {
+	p, err := sitePlatform(e)
+	if err != nil || p == nil {
+		return bundle.LockRelease{}, false
+	}
+	for _, r := range p.Releases {
+		if r.Harbor {
+			return r, true
+		}
+	}
+	return bundle.LockRelease{}, false
+}
+
+// harborRegistry is where this node reaches the site's Harbor
+// (scheme://host:port of the Harbor release's URL, facts put in), or ""
+// when the site has no Harbor. Every node computes it from the bundle and
+// the cluster configuration alone: workers hold neither the platform's
+// secrets nor rights to read the cluster's records.
+func harborRegistry(e *Env) string {
+	r, ok := harborRelease(e)
+	if !ok || e.Cluster == nil {
+		return ""
+	}
+	lookup := platform.Lookup(platform.Facts(e.Cluster, e.Lock.Platform.Facts), nil)
+	target, missing := expandURL(r.URL, lookup)
+	if len(missing) > 0 || target == "" {
+		return ""
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// pushable are the lock's artifacts a push sends (images and charts).
+func pushable(l *bundle.Lock) []bundle.LockArtifact {
+	var out []bundle.LockArtifact
+	for _, a := range l.Artifacts {
+		if a.Kind == bundle.KindImage || a.Kind == bundle.KindChart {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// bundleDigest identifies the bundle: the sha256 of its lock.
+func bundleDigest(e *Env) string {
+	b, err := e.Bundle.ReadFile(bundle.LockFile)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func pushIntoHarbor(ctx context.Context, e *Env) error {
+	in, err := newInstaller(e)
+	if err != nil {
+		return err
+	}
+	r, ok := harborRelease(e)
+	if !ok {
+		return nil
+	}
+	target, missing := expandURL(r.URL, in.lookup)
+	if len(missing) > 0 || target == "" {
+		return fmt.Errorf("release %s: url %q names %s, which this site does not have", r.Name, r.URL, strings.Join(missing, ", "))
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("release %s: url %q is not a URL", r.Name, target)
+	}
+	secret := bundlev1.HarborAdminSecret(r.Values)
+	password := in.secrets[secret]
+	if password == "" {
+		return fmt.Errorf("release %s: no admin password: values.harborAdminPassword names secret %q, which the config disk lacks", r.Name, secret)
+	}
+	registry := u.Scheme + "://" + u.Host
+	start := e.now()
+	in.harborRecord(ctx, map[string]string{"state": HarborPushing, "url": registry})
+	e.Progress.Printf("harbor: pushing the bundle into %s (release %s)", registry, r.Name)
+	sum, err := push.Push(ctx, e.Bundle, push.Options{
+		Registry: registry, Insecure: u.Scheme == "http",
+		Username: harborUser, Password: password,
+		Harbor: true, PublicProjects: true,
+		Progress: e.Progress.Writer(),
+	})
+	secs := fmt.Sprintf("%.1f", e.now().Sub(start).Seconds())
+	if err != nil {
+		msg := redact(err.Error(), []string{password})
+		in.harborRecord(ctx, map[string]string{"state": HarborFailed, "url": registry, "seconds": secs, "error": msg})
+		// Harbor may still be settling (core restarting, the registry not
+		// ready): the step runner tries again.
+		return retry.Retryable(fmt.Errorf("pushing into Harbor at %s: %s", registry, msg))
+	}
+	e.Progress.Printf("harbor: %d images and %d charts in Harbor (%d blobs sent, %d mounted, %d already there; %.1f MB sent) in %s",
+		sum.Images, sum.Charts, sum.BlobsSent, sum.BlobsMounted, sum.BlobsSkipped, float64(sum.BytesSent)/1e6, sum.Duration.Round(100*time.Millisecond))
+	rec := map[string]string{
+		"state": HarborPushed, "url": registry, "bundle": bundleDigest(e), "seconds": secs,
+		"images": fmt.Sprint(sum.Images), "charts": fmt.Sprint(sum.Charts),
+		"blobsSent": fmt.Sprint(sum.BlobsSent), "bytesSent": fmt.Sprint(sum.BytesSent),
+		"projects": strings.Join(sum.Projects, ","),
+	}
+	if err := in.harborRecord(ctx, rec); err != nil {
+		return retry.Retryable(fmt.Errorf("recording the push: %w", err))
+	}
+	return nil
+}
+
+// harborRecord writes the push record (ConfigMap HarborRecord).
+func (in *installer) harborRecord(ctx context.Context, data map[string]string) error {
+	data["updated"] = in.e.now().UTC().Format(time.RFC3339)
+	d := map[string]any{}
+	for k, v := range data {
+		d[k] = v
+	}
+	cm := platform.Object{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": HarborRecord, "namespace": StatusNamespace},
+		"data":     d,
+	}
+	b, err := platform.Stream([]platform.Object{namespaceObject(StatusNamespace), cm})
+	if err != nil {
+		return err
+	}
+	_, err = in.kubectlIn(ctx, b, false, "apply", "--server-side", "--force-conflicts", "--field-manager", fieldManager, "-f", "-")
+	return err
+}
+
+// harborRecord reads the push record.
+func harborRecord(ctx context.Context, e *Env) (map[string]string, error) {
+	out, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", adminConf, "-n", StatusNamespace, "get", "configmap", HarborRecord, "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var cm struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := json.Unmarshal(out, &cm); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", HarborRecord, err)
+	}
+	return cm.Data, nil
+}
+
+// HarborStatus is the push record, as `kpaas-agent status` shows it
+// (nil when the platform has no Harbor, or nothing was recorded yet).
+func HarborStatus(ctx context.Context, e *Env) map[string]string {
+	if _, ok := harborRelease(e); !ok {
+		return nil
+	}
+	rec, err := harborRecord(ctx, e)
+	if err != nil {
+		return nil
+	}
+	return rec
+}

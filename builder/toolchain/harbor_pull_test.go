@@ -1,0 +1,149 @@
+package toolchain
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+
+	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/containerd"
+	"kpaas.dev/appliance/internal/harbor/harborlocal"
+	"kpaas.dev/appliance/internal/push"
+	"kpaas.dev/appliance/internal/seed"
+	"kpaas.dev/appliance/internal/testenv"
+)
+
+// TestContainerdPullsThroughHarbor checks the registry configuration every
+// node gets (internal/containerd) with the built containerd, a real Harbor
+// built from its sources and the node's seed: an image Harbor holds is
+// pulled from Harbor (the seed serves nothing), an image Harbor lacks comes
+// from the seed, and with Harbor down pulls still work from the seed.
+func TestContainerdPullsThroughHarbor(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts containerd and a real Harbor")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run containerd")
+	}
+	cache, err := DefaultCacheDir()
+	if err != nil {
+		testenv.SkipOrFail(t, err.Error())
+	}
+	bin := BinDir(cache)
+	if d := os.Getenv("KPAAS_TOOLCHAIN_DIR"); d != "" {
+		bin = d
+	}
+	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			testenv.SkipOrFailf(t, "%s not built in %s: run `kpaas toolchain build` first", b, bin)
+		}
+	}
+	ctx := context.Background()
+	h := harborlocal.Start(t)
+
+	// The node's bundle holds alpha and beta; Harbor gets alpha only.
+	const alpha, beta = "docker.io/library/alpha:1", "registry.k8s.io/beta:1"
+	alphaImg := randomImage(t)
+	node := testStore(t, map[string]v1.Image{alpha: alphaImg, beta: randomImage(t)})
+	partial := testStore(t, map[string]v1.Image{alpha: alphaImg})
+	if _, err := push.Push(ctx, partial, push.Options{Registry: h.URL, Insecure: true, Harbor: true, PublicProjects: true,
+		Username: h.Admin, Password: h.Password}); err != nil {
+		t.Fatalf("push into Harbor: %v", err)
+	}
+
+	// The seed over the node's bundle, recording what it serves.
+	var logMu sync.Mutex
+	var seedLog bytes.Buffer
+	srv, err := seed.New(node, seed.WithLogger(slog.New(slog.NewTextHandler(lockedWriter{&logMu, &seedLog}, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	served := func(repo string) bool {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Contains(seedLog.String(), "repository="+repo)
+	}
+
+	hosts := filepath.Join(t.TempDir(), "certs.d")
+	if err := containerd.WriteHostsDir(hosts, []string{"docker.io", "registry.k8s.io"}, h.URL, ts.URL); err != nil {
+		t.Fatal(err)
+	}
+	ctr := startContainerd(t, bin)
+	pull := func(ref string) {
+		t.Helper()
+		if _, err := ctr("images", "pull", "--hosts-dir", hosts, ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	pull(alpha)
+	if served("docker.io/library/alpha") {
+		t.Errorf("the seed served %s, which Harbor holds:\n%s", alpha, seedLog.String())
+	}
+	pull(beta)
+	if !served("registry.k8s.io/beta") {
+		t.Errorf("%s is not in Harbor and the seed did not serve it:\n%s", beta, seedLog.String())
+	}
+
+	// Harbor down: its core (the registry's front) stops answering.
+	h.Stop("core")
+	if _, err := ctr("images", "rm", "--sync", alpha); err != nil {
+		t.Fatal(err)
+	}
+	pull(alpha)
+	if !served("docker.io/library/alpha") {
+		t.Errorf("with Harbor down, %s did not come from the seed:\n%s", alpha, seedLog.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func randomImage(t *testing.T) v1.Image {
+	img, err := random.Image(4096, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// testStore writes a bundle holding the images under their references.
+func testStore(t *testing.T, images map[string]v1.Image) *bundle.Store {
+	t.Helper()
+	s, err := bundle.Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := s.NewWriter()
+	var ds []v1.Descriptor
+	for ref, img := range images {
+		d, err := w.WriteImage(context.Background(), img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, bundle.Annotate(d, bundle.KindImage, ref))
+	}
+	if err := s.SetEntries(ds); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
