@@ -346,6 +346,67 @@ func TestClusterThreeNodes(t *testing.T) {
 	checkNodesReady(t, c)
 	recordFigures(t, c, "three nodes")
 	checkWorkload(t, c, "w2", "w1")
+	checkHarbor(t, c, "w1", "w2")
+}
+
+// checkHarbor follows the demo platform's Harbor: the first control plane
+// pushed the bundle into it; a new pod on node a pulls an image its node
+// never had from Harbor (its seed serves nothing); with Harbor scaled to
+// zero a new pod on node b still starts, from b's seed.
+func checkHarbor(t *testing.T, c *cluster.Cluster, a, b string) {
+	t.Helper()
+	rec := c.WaitKubectl("the bundle pushed into Harbor", 30*time.Minute, func(out string) bool { return strings.HasPrefix(out, "pushed ") },
+		"-n", "kpaas-system", "get", "configmap", "kpaas-harbor", "-o", `jsonpath={.data.state} {.data.images} images, {.data.charts} charts, {.data.seconds}s`)
+	t.Logf("harbor: %s", rec)
+	// Images no worker runs: the control plane's.
+	run := func(name, node, image, cmd string) {
+		t.Helper()
+		pod := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: default}
+spec:
+  nodeName: %s
+  restartPolicy: Never
+  tolerations: [{operator: Exists}]
+  containers: [{name: c, image: %s, command: [%s, --version]}]
+`, name, node, image, cmd)
+		if out, err := c.Kubectl(pod, "apply", "-f", "-"); err != nil {
+			t.Fatalf("kubectl apply: %v\n%s", err, out)
+		}
+		c.WaitKubectl(name+" succeeded", 15*time.Minute, func(out string) bool { return strings.TrimSpace(out) == "Succeeded" },
+			"get", "pod", name, "-o", "jsonpath={.status.phase}")
+	}
+	seedServed := func(node, repo string) bool {
+		return regexp.MustCompile(`msg=pull .*repository=` + regexp.QuoteMeta(repo) + ` `).MatchString(c.VMs[node].Console())
+	}
+	run("from-harbor", a, "registry.k8s.io/etcd:3.6.16-0", "/usr/local/bin/etcd")
+	if seedServed(a, "registry.k8s.io/etcd") {
+		t.Errorf("%s's seed served etcd: the pull did not come from Harbor", a)
+	}
+	logs, _ := c.Kubectl("", "-n", "harbor", "logs", "deploy/cp-harbor-registry", "-c", "registry")
+	if !strings.Contains(logs, "registry.k8s.io/etcd/manifests/") {
+		t.Errorf("Harbor's registry log has no request for etcd:\n%s", lastLines(logs, 20))
+	}
+
+	for _, kind := range []string{"deployment", "statefulset"} {
+		if out, err := c.Kubectl("", "-n", "harbor", "scale", kind, "--all", "--replicas=0"); err != nil {
+			t.Fatalf("scaling Harbor to zero: %v\n%s", err, out)
+		}
+	}
+	c.WaitKubectl("Harbor's pods gone", 10*time.Minute, func(out string) bool { return strings.TrimSpace(out) == "" },
+		"-n", "harbor", "get", "pods", "-o", "name")
+	run("harbor-down", b, "registry.k8s.io/kube-scheduler:v1.35.4", "/usr/local/bin/kube-scheduler")
+	if !seedServed(b, "registry.k8s.io/kube-scheduler") {
+		t.Errorf("with Harbor at zero, %s's seed has no record of kube-scheduler", b)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // TestClusterControlPlaneKilledDuringKubeadm powers the control plane off
