@@ -70,6 +70,7 @@ bench: ## Run the benchmarks against the named peers (skopeo, crane, distributio
 	hack/bench.sh
 	hack/bench-registry.sh
 	hack/bench-media.sh
+	hack/bench-harbor.sh
 
 .PHONY: verify
 verify: ## gofmt, go vet, go mod tidy and generated files are clean (also in packer/)

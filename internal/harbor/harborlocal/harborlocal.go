@@ -76,7 +76,6 @@ type Harbor struct {
 	// RegistryDir is the registry's storage root.
 	RegistryDir string
 
-	t     testing.TB
 	procs []*proc
 }
 
@@ -100,6 +99,32 @@ func BinDir() string {
 // Redis, registry, registryctl and jobservice healthy, and returns it.
 func Start(t testing.TB) *Harbor {
 	t.Helper()
+	if missing := Missing(); missing != "" {
+		testenv.SkipOrFail(t, "harborlocal: "+missing)
+	}
+	h, err := launch()
+	if h != nil {
+		t.Cleanup(func() {
+			h.stop()
+			if t.Failed() {
+				h.dumpLogs(t.Logf)
+				if os.Getenv("HARBORLOCAL_KEEP") != "" {
+					t.Logf("harborlocal: kept %s", h.Dir)
+					return
+				}
+			}
+			os.RemoveAll(h.Dir)
+		})
+	}
+	if err != nil {
+		t.Fatalf("harborlocal: %v", err)
+	}
+	return h
+}
+
+// Missing says what Start or Launch lacks on this machine (binaries,
+// PostgreSQL, Redis), or "" when nothing is missing.
+func Missing() string {
 	bin := BinDir()
 	var missing []string
 	for _, b := range []string{coreBin, jobserviceBin, registryctlBin, registryBin, supportTar} {
@@ -108,36 +133,53 @@ func Start(t testing.TB) *Harbor {
 		}
 	}
 	if len(missing) > 0 {
-		testenv.SkipOrFailf(t, "harborlocal: %s not in %s: build the toolchain first (`make toolchain`) or set KPAAS_TOOLCHAIN_DIR",
-			strings.Join(missing, ", "), bin)
+		return fmt.Sprintf("%s not in %s: build the toolchain first (`make toolchain`) or set KPAAS_TOOLCHAIN_DIR", strings.Join(missing, ", "), bin)
 	}
-	pgBin := postgresBinDir()
-	if pgBin == "" {
-		testenv.SkipOrFail(t, "harborlocal: no PostgreSQL server in /usr/lib/postgresql/*/bin: apt-get install postgresql-15 (or hack/install-deps.sh)")
+	if postgresBinDir() == "" {
+		return "no PostgreSQL server in /usr/lib/postgresql/*/bin: apt-get install postgresql-15 (or hack/install-deps.sh)"
 	}
-	redis := testenv.RequireTool(t, "redis-server")
-	testenv.RequireTool(t, "tar")
+	for _, tool := range []string{"redis-server", "tar"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return tool + " is not installed (hack/install-deps.sh installs it)"
+		}
+	}
+	return ""
+}
 
+// Launch starts a Harbor as Start does, outside a test (benchmarks): the
+// caller stops it with Close. On an error, what was started is stopped.
+func Launch() (*Harbor, error) {
+	if missing := Missing(); missing != "" {
+		return nil, errors.New(missing)
+	}
+	h, err := launch()
+	if err != nil {
+		if h != nil {
+			h.dumpLogs(func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) })
+			h.Close()
+		}
+		return nil, err
+	}
+	return h, nil
+}
+
+// Close stops every process and removes the folder.
+func (h *Harbor) Close() {
+	h.stop()
+	os.RemoveAll(h.Dir)
+}
+
+func launch() (*Harbor, error) {
+	redis, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "harborlocal-")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	h := &Harbor{Dir: dir, Admin: "admin", Password: randomHex(12) + "Aa1", t: t}
-	t.Cleanup(func() {
-		h.stop()
-		if t.Failed() {
-			h.dumpLogs()
-			if os.Getenv("HARBORLOCAL_KEEP") != "" {
-				t.Logf("harborlocal: kept %s", dir)
-				return
-			}
-		}
-		os.RemoveAll(dir)
-	})
-	if err := h.start(bin, pgBin, redis); err != nil {
-		t.Fatalf("harborlocal: %v", err)
-	}
-	return h
+	h := &Harbor{Dir: dir, Admin: "admin", Password: randomHex(12) + "Aa1"}
+	return h, h.start(BinDir(), postgresBinDir(), redis)
 }
 
 // postgresBinDir is the newest /usr/lib/postgresql/<version>/bin with a
@@ -578,9 +620,9 @@ func stopProc(p *proc) {
 	}
 }
 
-func (h *Harbor) dumpLogs() {
+func (h *Harbor) dumpLogs(logf func(format string, args ...any)) {
 	for _, p := range h.procs {
-		h.t.Logf("harborlocal: --- %s log (last 3000 bytes) ---\n%s", p.name, tailFile(p.log, 3000))
+		logf("harborlocal: --- %s log (last 3000 bytes) ---\n%s", p.name, tailFile(p.log, 3000))
 	}
 }
 
