@@ -5,7 +5,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,7 +18,6 @@ import (
 	"kpaas.dev/appliance/internal/harbor/harborlocal"
 	"kpaas.dev/appliance/internal/push"
 	"kpaas.dev/appliance/internal/seed"
-	"kpaas.dev/appliance/internal/testenv"
 )
 
 // TestContainerdPullsThroughHarbor checks the registry configuration every
@@ -28,25 +26,7 @@ import (
 // pulled from Harbor (the seed serves nothing), an image Harbor lacks comes
 // from the seed, and with Harbor down pulls still work from the seed.
 func TestContainerdPullsThroughHarbor(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts containerd and a real Harbor")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run containerd")
-	}
-	cache, err := DefaultCacheDir()
-	if err != nil {
-		testenv.SkipOrFail(t, err.Error())
-	}
-	bin := BinDir(cache)
-	if d := os.Getenv("KPAAS_TOOLCHAIN_DIR"); d != "" {
-		bin = d
-	}
-	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
-		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			testenv.SkipOrFailf(t, "%s not built in %s: run `kpaas toolchain build` first", b, bin)
-		}
-	}
+	_, bin := builtToolchain(t)
 	ctx := context.Background()
 	h := harborlocal.Start(t)
 

@@ -36,25 +36,7 @@ import (
 //     core, database, Redis, registry, registryctl and jobservice healthy;
 //   - the portal stand-in serves its page with the chart's portal nginx.conf.
 func TestHarborImagesRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts containerd and Harbor's containers")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run containers")
-	}
-	cache, err := DefaultCacheDir()
-	if err != nil {
-		testenv.SkipOrFail(t, err.Error())
-	}
-	bin := BinDir(cache)
-	if d := os.Getenv("KPAAS_TOOLCHAIN_DIR"); d != "" {
-		bin = d
-	}
-	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
-		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			testenv.SkipOrFailf(t, "%s not built in %s: run `kpaas toolchain build` first", b, bin)
-		}
-	}
+	cache, bin := builtToolchain(t)
 	src, err := layout.FromPath(ImagesDir(cache))
 	if err != nil {
 		testenv.SkipOrFailf(t, "no image layout in %s: run `kpaas toolchain build` first (%v)", ImagesDir(cache), err)

@@ -26,25 +26,7 @@ import (
 // the Debian iptables in the kube-proxy image runs. It needs root and a built
 // toolchain; it is skipped otherwise.
 func TestRuntimeRunsImages(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts containerd")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run containers")
-	}
-	cache, err := DefaultCacheDir()
-	if err != nil {
-		testenv.SkipOrFail(t, err.Error())
-	}
-	bin := BinDir(cache)
-	if d := os.Getenv("KPAAS_TOOLCHAIN_DIR"); d != "" {
-		bin = d
-	}
-	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "pause", "etcd", "kube-proxy", NetToolsTar} {
-		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			testenv.SkipOrFailf(t, "%s not built in %s: run `kpaas toolchain build` first", b, bin)
-		}
-	}
+	_, bin := builtToolchain(t, "pause", "etcd", "kube-proxy", NetToolsTar)
 	dir := t.TempDir()
 	// An OCI layout with the three images, as a tar for ctr import.
 	lay := filepath.Join(dir, "layout")
@@ -118,6 +100,35 @@ func TestRuntimeRunsImages(t *testing.T) {
 			t.Errorf("%s --version in the kube-proxy image: %v\n%s", c.prog, err, out)
 		}
 	}
+}
+
+// builtToolchain is the toolchain cache and its bin/ folder (or
+// $KPAAS_TOOLCHAIN_DIR) for a test that runs the built containerd and
+// runc as root, with the outputs it needs besides those: it skips in
+// -short mode and when not root, and skips (fails in CI) when something
+// is not built.
+func builtToolchain(t *testing.T, outputs ...string) (cache, bin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts containerd")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run containers")
+	}
+	cache, err := DefaultCacheDir()
+	if err != nil {
+		testenv.SkipOrFail(t, err.Error())
+	}
+	bin = BinDir(cache)
+	if d := os.Getenv("KPAAS_TOOLCHAIN_DIR"); d != "" {
+		bin = d
+	}
+	for _, b := range append([]string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"}, outputs...) {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			testenv.SkipOrFailf(t, "%s not built in %s: run `kpaas toolchain build` first", b, bin)
+		}
+	}
+	return cache, bin
 }
 
 // startContainerd starts the built containerd with a private root, state

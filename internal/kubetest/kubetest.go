@@ -28,14 +28,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,7 +56,7 @@ type Env struct {
 	BinDir string
 
 	t     testing.TB
-	procs []*proc
+	procs testenv.Procs
 }
 
 type options struct {
@@ -85,19 +83,7 @@ func WithBinDir(dir string) Option { return func(o *options) { o.binDir = dir } 
 func WithLogs() Option { return func(o *options) { o.verbose = true } }
 
 // BinDir is the folder Start looks in when no WithBinDir is given.
-func BinDir() string {
-	if d := os.Getenv("KPAAS_TOOLCHAIN_DIR"); d != "" {
-		return d
-	}
-	if d := os.Getenv("KPAAS_CACHE"); d != "" {
-		return filepath.Join(d, "toolchain", "bin")
-	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(d, "kpaas", "toolchain", "bin")
-}
+func BinDir() string { return testenv.ToolchainBin() }
 
 // Start starts etcd and kube-apiserver (and what the options add), waits
 // until the API server is ready and the admin kubeconfig is authorized, and
@@ -131,7 +117,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Env{Dir: dir, BinDir: o.binDir, t: t}
+	e := &Env{Dir: dir, BinDir: o.binDir, t: t, procs: testenv.Procs{Dir: dir}}
 	t.Cleanup(func() {
 		e.stop()
 		if t.Failed() && o.verbose {
@@ -151,7 +137,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 }
 
 func (e *Env) start(o options) error {
-	ports, err := freePorts(3)
+	ports, err := testenv.FreePorts(3)
 	if err != nil {
 		return err
 	}
@@ -379,35 +365,8 @@ func (e *Env) Eventually(timeout time.Duration, f func() error) {
 	}
 }
 
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-	log  string
-}
-
 func (e *Env) spawn(name string, args ...string) error {
-	logPath := filepath.Join(e.Dir, name+".log")
-	log, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(filepath.Join(e.BinDir, name), args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), log: logPath}
-	go func() {
-		p.err = cmd.Wait()
-		log.Close()
-		close(p.done)
-	}()
-	e.procs = append(e.procs, p)
-	return nil
+	return e.procs.Start(name, exec.Command(filepath.Join(e.BinDir, name), args...))
 }
 
 // run runs a short-lived binary to completion.
@@ -422,35 +381,11 @@ func (e *Env) run(name string, args ...string) error {
 	return nil
 }
 
-func (e *Env) stop() {
-	for i := len(e.procs) - 1; i >= 0; i-- {
-		e.stopProc(e.procs[i])
-	}
-}
-
-// stopProc sends SIGTERM, then SIGKILL after 10 s, and waits for the exit.
-func (e *Env) stopProc(p *proc) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (e *Env) stop() { e.procs.StopAll() }
 
 func (e *Env) dumpLogs() {
-	for _, p := range e.procs {
-		data, _ := os.ReadFile(p.log)
-		if len(data) > 8000 {
-			data = data[len(data)-8000:]
-		}
-		e.t.Logf("kubetest: %s log (%s):\n%s", p.name, p.log, data)
+	for _, p := range e.procs.List() {
+		e.t.Logf("kubetest: %s log (%s):\n%s", p.Name, p.Log, p.Tail(8000))
 	}
 }
 
@@ -462,12 +397,8 @@ func (e *Env) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		for _, p := range e.procs {
-			select {
-			case <-p.done:
-				return fmt.Errorf("%s exited while waiting for the API server: %v (log: %s)", p.name, p.err, p.log)
-			default:
-			}
+		if p := e.procs.Exited(); p != nil {
+			return fmt.Errorf("%s exited while waiting for the API server: %v (log: %s)", p.Name, p.Err(), p.Log)
 		}
 		resp, err := c.Get(e.Host + "/readyz")
 		if err == nil {
@@ -481,25 +412,6 @@ func (e *Env) waitReady(timeout time.Duration) error {
 		time.Sleep(250 * time.Millisecond)
 	}
 	return fmt.Errorf("API server not ready after %s: %w", timeout, last)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // clientCert reads the embedded client certificate and key of a kubeconfig

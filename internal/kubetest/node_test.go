@@ -118,7 +118,7 @@ spec:
     image: registry.k8s.io/pause:3.10.1
 `), 0o644)
 
-	ports, err := freePorts(2)
+	ports, err := testenv.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,11 +187,7 @@ imageGCLowThresholdPercent: 99
 // containerd (a stopped kubelet leaves its pods running), so that stopping
 // containerd afterwards leaves no shim or container behind.
 func stopKubelet(t testing.TB, e *Env, sock string) {
-	for _, p := range e.procs {
-		if p.name == "kubelet" {
-			e.stopProc(p)
-		}
-	}
+	e.procs.Stop("kubelet")
 	out, err := exec.Command(filepath.Join(e.BinDir, "crictl"), "--runtime-endpoint=unix://"+sock, "rmp", "-fa").CombinedOutput()
 	if err != nil {
 		t.Logf("crictl rmp -fa: %v\n%s", err, out)

@@ -7,6 +7,11 @@
 // Use it only for prerequisites that an install step provides. Conditions
 // a test legitimately depends on — testing.Short(), an opt-in environment
 // variable, root for a root-only test — stay plain t.Skip.
+//
+// It also holds what the harnesses of real components share (harness.go):
+// where the built toolchain's binaries are, free loopback ports, and a
+// group of long-running processes with logs (kubetest's control plane,
+// harborlocal's Harbor).
 package testenv
 
 import (

@@ -76,23 +76,11 @@ type Harbor struct {
 	// RegistryDir is the registry's storage root.
 	RegistryDir string
 
-	procs []*proc
+	procs testenv.Procs
 }
 
 // BinDir is where Start looks for Harbor's binaries.
-func BinDir() string {
-	if d := os.Getenv("KPAAS_TOOLCHAIN_DIR"); d != "" {
-		return d
-	}
-	if d := os.Getenv("KPAAS_CACHE"); d != "" {
-		return filepath.Join(d, "toolchain", "bin")
-	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(d, "kpaas", "toolchain", "bin")
-}
+func BinDir() string { return testenv.ToolchainBin() }
 
 // Start starts PostgreSQL, Redis, the registry, registryctl, core and
 // jobservice, waits until Harbor's health API reports core, database,
@@ -178,7 +166,7 @@ func launch() (*Harbor, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Harbor{Dir: dir, Admin: "admin", Password: randomHex(12) + "Aa1"}
+	h := &Harbor{Dir: dir, Admin: "admin", Password: randomHex(12) + "Aa1", procs: testenv.Procs{Dir: dir}}
 	return h, h.start(BinDir(), postgresBinDir(), redis)
 }
 
@@ -198,7 +186,7 @@ func postgresBinDir() string {
 }
 
 func (h *Harbor) start(bin, pgBin, redis string) error {
-	ports, err := freePorts(6)
+	ports, err := testenv.FreePorts(6)
 	if err != nil {
 		return err
 	}
@@ -457,8 +445,8 @@ func (h *Harbor) waitHealthy(timeout time.Duration) error {
 	var last string
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if p := h.exited(); p != nil {
-			return fmt.Errorf("%s exited: %v (log: %s)", p.name, p.err, tailFile(p.log, 2000))
+		if p := h.procs.Exited(); p != nil {
+			return fmt.Errorf("%s exited: %v (log: %s)", p.Name, p.Err(), p.Tail(2000))
 		}
 		st, err := h.health()
 		if err == nil {
@@ -485,8 +473,8 @@ func (h *Harbor) waitHealthy(timeout time.Duration) error {
 func (h *Harbor) waitPing(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		if p := h.exited(); p != nil {
-			return fmt.Errorf("%s exited: %v (log: %s)", p.name, p.err, tailFile(p.log, 2000))
+		if p := h.procs.Exited(); p != nil {
+			return fmt.Errorf("%s exited: %v (log: %s)", p.Name, p.Err(), p.Tail(2000))
 		}
 		resp, err := http.Get(h.URL + "/api/v2.0/ping")
 		if err == nil {
@@ -536,41 +524,16 @@ func (h *Harbor) Logs(name string) string {
 	return string(data)
 }
 
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-	log  string
-}
-
 func (h *Harbor) spawn(name, prog string, env []string, dir string, args ...string) error {
 	return h.spawnAs(name, prog, env, dir, nil, args...)
 }
 
 func (h *Harbor) spawnAs(name, prog string, env []string, dir string, cred *syscall.Credential, args ...string) error {
-	logPath := filepath.Join(h.Dir, name+".log")
-	log, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
 	cmd := exec.Command(prog, args...)
-	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = dir
 	cmd.Env = append(minimalEnv(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), log: logPath}
-	go func() {
-		p.err = cmd.Wait()
-		log.Close()
-		close(p.done)
-	}()
-	h.procs = append(h.procs, p)
-	return nil
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	return h.procs.Start(name, cmd)
 }
 
 // minimalEnv is what the processes inherit: no proxies, no Harbor
@@ -579,59 +542,15 @@ func minimalEnv() []string {
 	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(), "TZ=UTC"}
 }
 
-func (h *Harbor) exited() *proc {
-	for _, p := range h.procs {
-		select {
-		case <-p.done:
-			return p
-		default:
-		}
-	}
-	return nil
-}
-
 // Stop stops one process (core, registry, …), as an outage would.
-func (h *Harbor) Stop(name string) {
-	for _, p := range h.procs {
-		if p.name == name {
-			stopProc(p)
-		}
-	}
-}
+func (h *Harbor) Stop(name string) { h.procs.Stop(name) }
 
-func (h *Harbor) stop() {
-	for i := len(h.procs) - 1; i >= 0; i-- {
-		stopProc(h.procs[i])
-	}
-}
-
-func stopProc(p *proc) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (h *Harbor) stop() { h.procs.StopAll() }
 
 func (h *Harbor) dumpLogs(logf func(format string, args ...any)) {
-	for _, p := range h.procs {
-		logf("harborlocal: --- %s log (last 3000 bytes) ---\n%s", p.name, tailFile(p.log, 3000))
+	for _, p := range h.procs.List() {
+		logf("harborlocal: --- %s log (last 3000 bytes) ---\n%s", p.Name, p.Tail(3000))
 	}
-}
-
-func tailFile(path string, n int) string {
-	data, _ := os.ReadFile(path)
-	if len(data) > n {
-		data = data[len(data)-n:]
-	}
-	return string(data)
 }
 
 func waitTCP(addr string, timeout time.Duration) error {
@@ -647,25 +566,6 @@ func waitTCP(addr string, timeout time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 func randomHex(n int) string {
