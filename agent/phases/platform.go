@@ -106,7 +106,11 @@ func platformPhase() Phase {
 			if err != nil {
 				return false, err
 			}
-			return in.done(ctx), nil
+			ok, why := in.done(ctx)
+			if why != "" {
+				e.Progress.Printf("platform: %s", why)
+			}
+			return ok, nil
 		},
 		Run: func(ctx context.Context, e *Env) error {
 			in, err := newInstaller(e)
@@ -392,31 +396,33 @@ func ReleaseStatuses(ctx context.Context, e *Env) ([]ReleaseStatus, error) {
 }
 
 // done reports whether every release is deployed at the digest this site
-// gives it and passes its gate now.
-func (in *installer) done(ctx context.Context) bool {
+// gives it and passes its gate now. When a deployed release does not pass
+// (or the records cannot be read), why says so: a check that fails right
+// after a run is otherwise a mystery.
+func (in *installer) done(ctx context.Context) (ok bool, why string) {
 	recs, err := in.records(ctx)
 	if err != nil {
-		return false
+		return false, "reading the releases' records: " + err.Error()
 	}
 	for _, r := range in.p.Releases {
 		p, err := in.prepare(r)
 		if err != nil {
-			return false
+			return false, ""
 		}
 		rec := recs[r.Name]
 		if rec["state"] != ReleaseDeployed || rec["digest"] != p.digest {
-			return false
+			return false, ""
 		}
 		if r.Vault {
 			if st, err := in.vaultStatus(ctx, r); err != nil || !st.Initialized || st.Sealed {
-				return false
+				return false, "release " + r.Name + ": Vault not initialised and unsealed"
 			}
 		}
-		if ok, _ := in.gate(ctx, r, p); !ok {
-			return false
+		if ok, reasons := in.gate(ctx, r, p); !ok {
+			return false, "release " + r.Name + ": gate not passing: " + strings.Join(reasons, "; ")
 		}
 	}
-	return true
+	return true, ""
 }
 
 func (in *installer) run(ctx context.Context) error {

@@ -9,9 +9,10 @@
 // A step may have a Check, its postcondition. The runner asks it first and
 // skips a step whose postcondition already holds (that is how the agent
 // resumes after a power cut: the checks, not a journal, say what is done);
-// after Run it asks again, and a Run that leaves its Check false is an
-// error. Run is retried only for errors marked retryable (internal/retry),
-// with the step's bounded policy.
+// after Run it asks again: a Run that leaves its Check false is run again
+// under the step's retry policy, and an error once the policy is spent.
+// Run is retried only for errors marked retryable (internal/retry), with
+// the step's bounded policy.
 //
 // Lifecycle: Run is called once per list; it stops at the first failed
 // step and returns that step's error wrapped in a *StepError. The Observe
@@ -110,16 +111,27 @@ func (r *Runner) Run(ctx context.Context, list []Step) error {
 		}
 		ev.State = Running
 		r.emit(ev)
-		err := retry.Do(ctx, s.Retry, s.Run)
-		if err == nil && s.Check != nil {
+		attempt, attempts := 0, max(s.Retry.Attempts, 1)
+		err := retry.Do(ctx, s.Retry, func(ctx context.Context) error {
+			attempt++
+			if err := s.Run(ctx); err != nil || s.Check == nil {
+				return err
+			}
 			ok, cerr := s.Check(ctx)
 			switch {
 			case cerr != nil:
-				err = fmt.Errorf("checking after run: %w", cerr)
+				return fmt.Errorf("checking after run: %w", cerr)
+			case !ok && attempt < attempts:
+				// A postcondition on live state (a pod's readiness on a
+				// busy node) can waver right after Run made it true: the
+				// step runs again under its policy (Run is safe to repeat).
+				r.Progress.Printf("phase %s (%d/%d): %v; running it again", s.Name, ev.N, ev.M, ErrCheckFailed)
+				return retry.Retryable(ErrCheckFailed)
 			case !ok:
-				err = ErrCheckFailed
+				return ErrCheckFailed
 			}
-		}
+			return nil
+		})
 		if err != nil {
 			return r.fail(ev, now, err)
 		}

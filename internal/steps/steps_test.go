@@ -79,6 +79,41 @@ func TestRunThatLeavesCheckFalseFails(t *testing.T) {
 	}
 }
 
+// A Check that wavers right after Run (live state) runs the step again
+// under its policy; with the zero policy it fails at once (above).
+func TestCheckFalseAfterRunRunsAgain(t *testing.T) {
+	var out bytes.Buffer
+	r := &steps.Runner{Progress: progress.New(&out, progress.Terminal(false)), Now: fakeClock()}
+	runs, checks := 0, 0
+	err := r.Run(context.Background(), []steps.Step{{
+		Name: "x",
+		// Before the run, and once after it, the postcondition does not hold.
+		Check: func(context.Context) (bool, error) { checks++; return checks > 2, nil },
+		Run:   func(context.Context) error { runs++; return nil },
+		Retry: retry.Policy{Attempts: 3, Base: time.Millisecond},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs != 2 || checks != 3 {
+		t.Errorf("runs %d, checks %d; want 2 and 3", runs, checks)
+	}
+	want := "phase x (1/1): its check still fails after running; running it again\nphase x (1/1): done in 1s\n"
+	if out.String() != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out.String(), want)
+	}
+	// The policy spent, the step fails.
+	err = r.Run(context.Background(), []steps.Step{{
+		Name:  "y",
+		Check: func(context.Context) (bool, error) { return false, nil },
+		Run:   func(context.Context) error { runs++; return nil },
+		Retry: retry.Policy{Attempts: 2, Base: time.Millisecond},
+	}})
+	if !errors.Is(err, steps.ErrCheckFailed) || runs != 4 {
+		t.Errorf("err %v, runs %d; want ErrCheckFailed after 2 more runs", err, runs)
+	}
+}
+
 func TestRetriesOnlyRetryable(t *testing.T) {
 	r := &steps.Runner{}
 	policy := retry.Policy{Attempts: 3, Base: time.Millisecond}
