@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"kpaas.dev/appliance/builder/bake"
+	tc "kpaas.dev/appliance/builder/toolchain"
 	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/internal/testenv"
 )
@@ -79,6 +81,19 @@ func TestDemoBundleBakesOffline(t *testing.T) {
 		if _, ok := want[a.Ref]; ok {
 			want[a.Ref] = true
 		}
+		// Images built from Harbor's sources say which, in the lock and
+		// the SBOM.
+		if a.Ref == "docker.io/goharbor/harbor-core:v2.15.2" &&
+			(a.SourceRepository != "https://github.com/goharbor/harbor" || a.SourceRevision != tc.HarborCommit) {
+			t.Errorf("%s: source %q at %q in the lock", a.Ref, a.SourceRepository, a.SourceRevision)
+		}
+	}
+	sbom, err := s.ReadFile(bundle.SBOMFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(sbom), "built from the sources of https://github.com/goharbor/harbor at commit "+tc.HarborCommit) {
+		t.Errorf("the SBOM does not record Harbor's sources")
 	}
 	for r, found := range want {
 		if !found {

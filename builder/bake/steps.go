@@ -415,12 +415,34 @@ func (st *state) writeImage(ctx context.Context, a *imageArtifact) (entry, error
 	if sd := desc.Annotations[bundle.AnnotationSourceDigest]; sd != "" {
 		la.SourceDigest = sd
 	}
+	if cf := st.configOf(desc); cf != nil {
+		// Provenance an image was built with (the toolchain's Harbor images
+		// carry their sources' repository and commit): into the SBOM.
+		la.SourceRepository = cf.Config.Labels[ocispecSource]
+		la.SourceRevision = cf.Config.Labels[ocispecRevision]
+	}
 	return entry{desc: bundle.Annotate(desc, a.kind, a.ref.String()), lock: la}, nil
 }
+
+// The OCI annotation keys of an image's sources, as config labels.
+const (
+	ocispecSource   = "org.opencontainers.image.source"
+	ocispecRevision = "org.opencontainers.image.revision"
+)
 
 // platformOf reads a stored image's platform from its config (from the
 // bundle, so a re-bake fetches nothing). Images without one give nil.
 func (st *state) platformOf(d v1.Descriptor) []string {
+	cf := st.configOf(d)
+	if cf == nil || cf.OS == "" {
+		return nil
+	}
+	return []string{cf.Platform().String()}
+}
+
+// configOf reads a stored image manifest's config, or nil (an index, an
+// artifact without an image config).
+func (st *state) configOf(d v1.Descriptor) *v1.ConfigFile {
 	raw, err := st.store.ReadManifest(d)
 	if err != nil {
 		return nil
@@ -434,10 +456,10 @@ func (st *state) platformOf(d v1.Descriptor) []string {
 		return nil
 	}
 	cf, err := v1.ParseConfigFile(bytes.NewReader(b))
-	if err != nil || cf.OS == "" {
+	if err != nil {
 		return nil
 	}
-	return []string{cf.Platform().String()}
+	return cf
 }
 
 // matchPlatform reports whether p is one of the wanted "os/arch[/variant]".

@@ -97,8 +97,13 @@ type LockArtifact struct {
 	Source string `json:"source"`
 	// SourceDigest is the upstream digest when it differs from Digest
 	// (an index filtered to the bundle's platforms).
-	SourceDigest string   `json:"sourceDigest,omitempty"`
-	Platforms    []string `json:"platforms,omitempty"`
+	SourceDigest string `json:"sourceDigest,omitempty"`
+	// SourceRepository and SourceRevision are the repository and commit
+	// an image was built from, when its config says so (the labels
+	// org.opencontainers.image.source and .revision); the SBOM records them.
+	SourceRepository string   `json:"sourceRepository,omitempty"`
+	SourceRevision   string   `json:"sourceRevision,omitempty"`
+	Platforms        []string `json:"platforms,omitempty"`
 
 	// Charts only.
 	Chart *LockChart `json:"chart,omitempty"`

@@ -54,6 +54,7 @@ type SPDXPackage struct {
 	CopyrightText         string            `json:"copyrightText"`
 	ExternalRefs          []SPDXExternalRef `json:"externalRefs,omitempty"`
 	PrimaryPackagePurpose string            `json:"primaryPackagePurpose,omitempty"`
+	SourceInfo            string            `json:"sourceInfo,omitempty"`
 	Comment               string            `json:"comment,omitempty"`
 }
 
@@ -204,6 +205,12 @@ func sbomPackage(a LockArtifact) SPDXPackage {
 	}
 	if d, ok := strings.CutPrefix(a.Digest, "sha256:"); ok {
 		p.Checksums = append(p.Checksums, SPDXChecksum{Algorithm: "SHA256", ChecksumValue: d})
+	}
+	if a.SourceRepository != "" {
+		p.SourceInfo = "built from the sources of " + a.SourceRepository
+		if a.SourceRevision != "" {
+			p.SourceInfo += " at commit " + a.SourceRevision
+		}
 	}
 	var purl string
 	switch a.Kind {
