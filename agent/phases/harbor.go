@@ -91,20 +91,27 @@ func harborRelease(e *Env) (bundle.LockRelease, bool) {
 // the cluster configuration alone: workers hold neither the platform's
 // secrets nor rights to read the cluster's records.
 func harborRegistry(e *Env) string {
+	u, _ := harborEndpoint(e)
+	return u
+}
+
+// harborEndpoint is harborRegistry with the reason when the site has a
+// Harbor release whose URL does not resolve to one.
+func harborEndpoint(e *Env) (string, error) {
 	r, ok := harborRelease(e)
 	if !ok || e.Cluster == nil {
-		return ""
+		return "", nil
 	}
 	lookup := platform.Lookup(platform.Facts(e.Cluster, e.Lock.Platform.Facts), nil)
 	target, missing := expandURL(r.URL, lookup)
 	if len(missing) > 0 || target == "" {
-		return ""
+		return "", fmt.Errorf("release %s: url %q names %s, which this site does not have", r.Name, r.URL, strings.Join(missing, ", "))
 	}
 	u, err := url.Parse(target)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return ""
+		return "", fmt.Errorf("release %s: url %q is not an http(s) URL", r.Name, target)
 	}
-	return u.Scheme + "://" + u.Host
+	return u.Scheme + "://" + u.Host, nil
 }
 
 // pushable are the lock's artifacts a push sends (images and charts).
@@ -137,25 +144,20 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 	if !ok {
 		return nil
 	}
-	target, missing := expandURL(r.URL, in.lookup)
-	if len(missing) > 0 || target == "" {
-		return fmt.Errorf("release %s: url %q names %s, which this site does not have", r.Name, r.URL, strings.Join(missing, ", "))
-	}
-	u, err := url.Parse(target)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("release %s: url %q is not a URL", r.Name, target)
+	registry, err := harborEndpoint(e)
+	if err != nil {
+		return err
 	}
 	secret := bundlev1.HarborAdminSecret(r.Values)
 	password := in.secrets[secret]
 	if password == "" {
 		return fmt.Errorf("release %s: no admin password: values.harborAdminPassword names secret %q, which the config disk lacks", r.Name, secret)
 	}
-	registry := u.Scheme + "://" + u.Host
 	start := e.now()
 	in.harborRecord(ctx, map[string]string{"state": HarborPushing, "url": registry})
 	e.Progress.Printf("harbor: pushing the bundle into %s (release %s)", registry, r.Name)
 	sum, err := push.Push(ctx, e.Bundle, push.Options{
-		Registry: registry, Insecure: u.Scheme == "http",
+		Registry: registry, Insecure: strings.HasPrefix(registry, "http://"),
 		Username: harborUser, Password: password,
 		Harbor: true, PublicProjects: true,
 		Progress: e.Progress.Writer(),

@@ -85,14 +85,7 @@ func TestHarborImagesRun(t *testing.T) {
 	if found != len(refs) {
 		testenv.SkipOrFailf(t, "the image layout in %s lacks Harbor's images: run `kpaas toolchain build`", ImagesDir(cache))
 	}
-	archive := filepath.Join(dir, "images.tar")
-	if err := tarDir(lay, archive); err != nil {
-		t.Fatal(err)
-	}
-	ctr := startContainerd(t, bin)
-	if _, err := ctr("images", "import", archive); err != nil {
-		t.Fatal(err)
-	}
+	ctr := startContainerdWith(t, bin, lay)
 
 	var started []string
 	t.Cleanup(func() {

@@ -51,14 +51,7 @@ func TestRuntimeRunsImages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	archive := filepath.Join(dir, "images.tar")
-	if err := tarDir(lay, archive); err != nil {
-		t.Fatal(err)
-	}
-	ctr := startContainerd(t, bin)
-	if _, err := ctr("images", "import", archive); err != nil {
-		t.Fatal(err)
-	}
+	ctr := startContainerdWith(t, bin, lay)
 	imgs, _ := ctr("images", "ls", "-q")
 	t.Logf("imported:\n%s", imgs)
 
@@ -206,6 +199,21 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 			t.Fatal(err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	return ctr
+}
+
+// startContainerdWith starts the built containerd (startContainerd) and
+// imports the images of the OCI layout lay into it.
+func startContainerdWith(t *testing.T, bin, lay string) func(args ...string) (string, error) {
+	t.Helper()
+	archive := lay + ".tar"
+	if err := tarDir(lay, archive); err != nil {
+		t.Fatal(err)
+	}
+	ctr := startContainerd(t, bin)
+	if _, err := ctr("images", "import", archive); err != nil {
+		t.Fatal(err)
 	}
 	return ctr
 }
