@@ -101,6 +101,8 @@ func components() []*component {
 		harborComponent(),
 		harborRegistryComponent(),
 		harborDebianComponent(),
+		localPathProvisionerComponent(),
+		platformDebianComponent(),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,11 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/crypto/bcrypt"
-
-	"kpaas.dev/appliance/internal/testenv"
 )
 
 // TestHarborImagesRun runs Harbor's images as built (the cache's image
@@ -37,10 +34,6 @@ import (
 //   - the portal stand-in serves its page with the chart's portal nginx.conf.
 func TestHarborImagesRun(t *testing.T) {
 	cache, bin := builtToolchain(t)
-	src, err := layout.FromPath(ImagesDir(cache))
-	if err != nil {
-		testenv.SkipOrFailf(t, "no image layout in %s: run `kpaas toolchain build` first (%v)", ImagesDir(cache), err)
-	}
 	refs := map[string]string{
 		"db":     harborRepo + "harbor-db:" + HarborVersion,
 		"redis":  harborRepo + "redis-photon:" + HarborVersion,
@@ -51,40 +44,8 @@ func TestHarborImagesRun(t *testing.T) {
 		"portal": HarborPortalStandIn,
 	}
 
-	// A layout with only these images, for ctr import.
 	dir := t.TempDir()
-	lay := filepath.Join(dir, "layout")
-	p, err := layout.Write(lay, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := src.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := 0
-	for _, d := range im.Manifests {
-		for _, ref := range refs {
-			if d.Annotations[RefNameAnnotation] != ref {
-				continue
-			}
-			img, err := idx.Image(d.Digest)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{RefNameAnnotation: ref})); err != nil {
-				t.Fatal(err)
-			}
-			found++
-		}
-	}
-	if found != len(refs) {
-		testenv.SkipOrFailf(t, "the image layout in %s lacks Harbor's images: run `kpaas toolchain build`", ImagesDir(cache))
-	}
+	lay := cachedImagesLayout(t, cache, dir, slices.Collect(maps.Values(refs))...)
 	ctr := startContainerdWith(t, bin, lay)
 
 	var started []string

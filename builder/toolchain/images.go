@@ -151,7 +151,7 @@ func imageSpecs() []imageSpec {
 			Entrypoint: []string{"/usr/local/bin/kube-router"},
 		},
 	)
-	return append(specs, harborImageSpecs()...)
+	return slices.Concat(specs, harborImageSpecs(), platformImageSpecs())
 }
 
 const imagesList = "images.json"

@@ -8,11 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
@@ -216,6 +218,44 @@ func startContainerdWith(t *testing.T, bin, lay string) func(args ...string) (st
 		t.Fatal(err)
 	}
 	return ctr
+}
+
+// cachedImagesLayout writes an OCI layout below dir with only the named
+// images of the toolchain cache's image layout (as the build made them),
+// for ctr import. It skips (fails in CI) when one is not built.
+func cachedImagesLayout(t *testing.T, cache, dir string, refs ...string) string {
+	t.Helper()
+	src, err := layout.FromPath(ImagesDir(cache))
+	if err != nil {
+		testenv.SkipOrFailf(t, "no image layout in %s: run `kpaas toolchain build` first (%v)", ImagesDir(cache), err)
+	}
+	idx, err := src.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lay := filepath.Join(dir, "layout")
+	p, err := layout.Write(lay, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range refs {
+		i := slices.IndexFunc(im.Manifests, func(d v1.Descriptor) bool { return d.Annotations[RefNameAnnotation] == ref })
+		if i < 0 {
+			testenv.SkipOrFailf(t, "the image layout in %s lacks %s: run `kpaas toolchain build`", ImagesDir(cache), ref)
+		}
+		img, err := idx.Image(im.Manifests[i].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{RefNameAnnotation: ref})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lay
 }
 
 // tarDir writes the files below dir into a tar at dest (paths relative).

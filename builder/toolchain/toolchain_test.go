@@ -21,14 +21,15 @@ import (
 // toolchain/<module>/go.mod in step.
 func TestVersionsMatchScratchModules(t *testing.T) {
 	want := map[string]map[string]string{
-		"kube":        {"k8s.io/kubernetes": KubernetesVersion},
-		"etcd":        {"go.etcd.io/etcd/server/v3": EtcdVersion, "go.etcd.io/etcd/etcdctl/v3": EtcdVersion},
-		"containerd":  {"github.com/containerd/containerd/v2": ContainerdVersion},
-		"runc":        {"github.com/opencontainers/runc": RuncVersion},
-		"cni":         {"github.com/containernetworking/plugins": CNIPluginsVersion},
-		"crictl":      {"sigs.k8s.io/cri-tools": CrictlVersion},
-		"coredns":     {"github.com/coredns/coredns": CoreDNSVersion},
-		"kube-router": {"github.com/cloudnativelabs/kube-router/v2": KubeRouterVersion},
+		"kube":                   {"k8s.io/kubernetes": KubernetesVersion},
+		"etcd":                   {"go.etcd.io/etcd/server/v3": EtcdVersion, "go.etcd.io/etcd/etcdctl/v3": EtcdVersion},
+		"containerd":             {"github.com/containerd/containerd/v2": ContainerdVersion},
+		"runc":                   {"github.com/opencontainers/runc": RuncVersion},
+		"cni":                    {"github.com/containernetworking/plugins": CNIPluginsVersion},
+		"crictl":                 {"sigs.k8s.io/cri-tools": CrictlVersion},
+		"coredns":                {"github.com/coredns/coredns": CoreDNSVersion},
+		"kube-router":            {"github.com/cloudnativelabs/kube-router/v2": KubeRouterVersion},
+		"local-path-provisioner": {"github.com/rancher/local-path-provisioner": LocalPathProvisionerVersion},
 	}
 	for _, c := range components() {
 		if c.Module == "" {
