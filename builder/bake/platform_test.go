@@ -111,3 +111,31 @@ func TestBakePlatformKustomize(t *testing.T) {
 		t.Error("the kustomization's image is not in the bundle")
 	}
 }
+
+// A chart that requires a value only its platform release gives (a
+// password from the site's secrets) still renders at bake time, with a
+// placeholder: the bake finds its images and keeps no placeholder.
+func TestBakeRendersWithReleaseValues(t *testing.T) {
+	tr := newTestRegistry(t)
+	m := manifest(t, baseManifest+platformManifest)
+	writeFile(t, filepath.Join(filepath.Dir(m), "charts/web/templates/secret.yaml"),
+		"apiVersion: v1\nkind: Secret\nmetadata: {name: web}\nstringData:\n  password: {{ required \"password is required\" .Values.password | quote }}\n")
+	out := filepath.Join(t.TempDir(), "b")
+	if _, err := bake.Bake(context.Background(), opts(tr, m, out)); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(out, "kpaas-lock.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "kpaas-bake-") {
+		t.Errorf("the lock keeps a render placeholder:\n%s", data)
+	}
+	// Without the release, the chart's own values do not render.
+	m = manifest(t, baseManifest)
+	writeFile(t, filepath.Join(filepath.Dir(m), "charts/web/templates/secret.yaml"),
+		"apiVersion: v1\nkind: Secret\nmetadata: {name: web}\nstringData:\n  password: {{ required \"password is required\" .Values.password | quote }}\n")
+	if _, err := bake.Bake(context.Background(), opts(tr, m, filepath.Join(t.TempDir(), "c"))); err == nil || !strings.Contains(err.Error(), "password is required") {
+		t.Errorf("err = %v", err)
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"kpaas.dev/appliance/builder/charts"
 	"kpaas.dev/appliance/builder/source"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/platform"
 	"kpaas.dev/appliance/internal/progress"
 	"kpaas.dev/appliance/internal/ref"
 )
@@ -150,7 +151,7 @@ func (st *state) chart(ctx context.Context, order int, spec v1alpha1.Chart) (*ch
 	objs, err := charts.Render(ch, charts.RenderOptions{
 		ReleaseName: spec.Release,
 		Namespace:   spec.Namespace,
-		Values:      values,
+		Values:      st.renderValues(spec, values),
 		KubeVersion: st.manifest.Kubernetes.Version,
 	})
 	if err != nil {
@@ -161,6 +162,37 @@ func (st *state) chart(ctx context.Context, order int, spec v1alpha1.Chart) (*ch
 		return nil, fmt.Errorf("chart %q: %w", spec.Name, err)
 	}
 	return &chartArtifact{spec: spec, order: order, values: values, images: images, fetched: f}, nil
+}
+
+// renderValues are the values the chart is rendered with to find its
+// images: its own, and those of the platform release that installs it (a
+// chart may require a value only the release gives, a password). The
+// release's facts and secrets are the site's, unknown at bake time: they
+// render as the bundle's declared fact defaults or as placeholders.
+func (st *state) renderValues(spec v1alpha1.Chart, values map[string]any) map[string]any {
+	p := st.manifest.Platform
+	if p == nil {
+		return values
+	}
+	for _, r := range p.Releases {
+		if r.Chart != spec.Release || len(r.Values) == 0 {
+			continue
+		}
+		expanded, err := platform.ExpandValues(r.Values, func(kind, name string) (string, bool) {
+			if v := p.Facts[name]; kind == "fact" && v != "" {
+				return v, true
+			}
+			return "kpaas-bake-" + kind + "-" + name, true
+		})
+		if err != nil { // the lookup answers everything
+			return values
+		}
+		out := map[string]any{}
+		merge(out, values)
+		merge(out, expanded)
+		return out
+	}
+	return values
 }
 
 // values merges the chart's valuesFiles, in order, then its inline values.
