@@ -58,10 +58,12 @@ func TestDemoBundleBakesOffline(t *testing.T) {
 	if err != nil {
 		t.Fatalf("baking demo.yaml (if a sha256 differs, the toolchain was built with another Go version: update demo.yaml from out/mirror/files/SHA256SUMS): %v", err)
 	}
-	// 19 images: the OS image, 9 listed, and 9 that only charts name (the
-	// hello probe and Harbor's eight).
-	if sum.Images != 19 || sum.ChartImages != 9 || sum.Charts != 2 || sum.Files != 13 {
-		t.Errorf("summary = %d images (%d for charts), %d charts, %d files; want 19 (9, the OS image counted), 2, 13", sum.Images, sum.ChartImages, sum.Charts, sum.Files)
+	// 22 images: the OS image, 10 listed, and 11 that only the charts and
+	// the platform's manifests name (the hello probe, Harbor's eight,
+	// MariaDB, the storage provisioner); 14 files: 13 listed and the
+	// storage release's manifests.
+	if sum.Images != 22 || sum.ChartImages != 11 || sum.Charts != 3 || sum.Files != 14 {
+		t.Errorf("summary = %d images (%d for charts and manifests), %d charts, %d files; want 22 (11, the OS image counted), 3, 14", sum.Images, sum.ChartImages, sum.Charts, sum.Files)
 	}
 	s, err := bundle.Open(out)
 	if err != nil {
@@ -76,7 +78,8 @@ func TestDemoBundleBakesOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]bool{"registry.k8s.io/kube-apiserver:v1.35.4": false, "registry.k8s.io/pause:3.10.1": false, "docker.io/kpaas/hello-probe:0.1.0": false,
-		"docker.io/goharbor/harbor-core:v2.15.2": false, "kpaas.local/goharbor/harbor-portal-standin:v2.15.2": false}
+		"docker.io/goharbor/harbor-core:v2.15.2": false, "kpaas.local/goharbor/harbor-portal-standin:v2.15.2": false,
+		"docker.io/kpaas/mariadb:10.11": false, "docker.io/rancher/local-path-provisioner:v0.0.30": false, "docker.io/library/busybox:1.35.0": false}
 	for _, a := range lock.Artifacts {
 		if _, ok := want[a.Ref]; ok {
 			want[a.Ref] = true
