@@ -194,6 +194,10 @@ type installer struct {
 	secrets  map[string]string
 	mu       sync.Mutex
 	prepared map[string]*prepared
+	// owned is each release's inventory (platform.Inventory) as its
+	// record keeps it: the objects it applied last, the ones a newer
+	// bundle's release may no longer have.
+	owned map[string]string
 }
 
 // prepared is a release rendered for this site.
@@ -207,7 +211,7 @@ func newInstaller(e *Env) (*installer, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &installer{e: e, p: p, releases: map[string]bundle.LockRelease{}, secrets: map[string]string{}, prepared: map[string]*prepared{}}
+	in := &installer{e: e, p: p, releases: map[string]bundle.LockRelease{}, secrets: map[string]string{}, prepared: map[string]*prepared{}, owned: map[string]string{}}
 	for _, r := range p.Releases {
 		in.releases[r.Name] = r
 	}
@@ -429,6 +433,14 @@ func (in *installer) run(ctx context.Context) error {
 	if err := in.applySecrets(ctx); err != nil {
 		return retry.Retryable(fmt.Errorf("creating the platform's secrets: %w", err))
 	}
+	// Every record written from here on keeps its release's inventory.
+	recs, err := in.records(ctx)
+	if err != nil {
+		return retry.Retryable(fmt.Errorf("reading the releases' records: %w", err))
+	}
+	for name, rec := range recs {
+		in.setOwned(name, rec[ownedKey])
+	}
 	total := len(in.p.Releases)
 	var n int
 	var nmu sync.Mutex
@@ -523,6 +535,9 @@ func (in *installer) install(ctx context.Context, r bundle.LockRelease) error {
 		return err
 	}
 	rec := recs[r.Name]
+	// Until the new objects are applied and the dropped ones deleted, the
+	// record keeps what the release owned before (run read it): a power
+	// cut in between deletes them on the next boot.
 	if rec["state"] != ReleaseDeployed || rec["digest"] != p.digest {
 		if err := in.record(ctx, r, ReleasePending, p.digest, 0, nil); err != nil {
 			return err
@@ -531,6 +546,12 @@ func (in *installer) install(ctx context.Context, r bundle.LockRelease) error {
 			in.record(context.WithoutCancel(ctx), r, ReleaseFailed, p.digest, in.e.now().Sub(start).Seconds(), err)
 			return err
 		}
+		owned := platform.Inventory(p.objs, r.Namespace)
+		if err := in.prune(ctx, r, rec[ownedKey], owned); err != nil {
+			in.record(context.WithoutCancel(ctx), r, ReleaseFailed, p.digest, in.e.now().Sub(start).Seconds(), err)
+			return err
+		}
+		in.setOwned(r.Name, owned)
 	}
 	if r.Vault {
 		if err := in.unsealVault(ctx, r); err != nil {
@@ -547,6 +568,57 @@ func (in *installer) install(ctx context.Context, r bundle.LockRelease) error {
 		return nil // the record stands; its duration is the install's
 	}
 	return in.record(ctx, r, ReleaseDeployed, p.digest, secs, nil)
+}
+
+// ownedKey is the record's key of the release's inventory.
+const ownedKey = "objects"
+
+func (in *installer) setOwned(release, inventory string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.owned[release] = inventory
+}
+
+// prune deletes the objects the release owned before (old) and no longer
+// has (cur): what a newer bundle dropped. CRDs, namespaces and objects
+// marked helm.sh/resource-policy: keep are never deleted
+// (platform.Inventory leaves them out). An object whose kind the cluster
+// no longer serves is gone already.
+func (in *installer) prune(ctx context.Context, r bundle.LockRelease, old, cur string) error {
+	gone := platform.Dropped(old, cur)
+	if len(gone) == 0 {
+		return nil
+	}
+	var ids []string
+	for _, o := range gone {
+		ids = append(ids, o.Kind()+"/"+o.Name())
+	}
+	in.e.Progress.Printf("release %s: deleting %d objects the bundle no longer has: %s", r.Name, len(gone), strings.Join(ids, ", "))
+	b, err := platform.Stream(gone)
+	if err != nil {
+		return err
+	}
+	_, err = in.kubectlIn(ctx, b, false, "delete", "--ignore-not-found", "--wait=false", "-f", "-")
+	if err == nil || kindGone(err) {
+		return nil
+	}
+	return fmt.Errorf("deleting the objects the bundle dropped: %w", err)
+}
+
+// kindGone reports whether every error kubectl delete printed says that
+// the cluster does not serve an object's kind (any more).
+func kindGone(err error) bool {
+	n := 0
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if !strings.Contains(l, "error") && !strings.Contains(l, "Error") {
+			continue
+		}
+		n++
+		if !strings.Contains(l, "no matches for kind") && !strings.Contains(l, "the server could not find the requested resource") {
+			return false
+		}
+	}
+	return n > 0
 }
 
 // apply applies objs with server-side apply: the release's namespace,
@@ -855,6 +927,11 @@ func (in *installer) record(ctx context.Context, r bundle.LockRelease, state, di
 	if rerr != nil {
 		data["error"] = redact(rerr.Error(), in.secretValues())
 	}
+	in.mu.Lock()
+	if owned := in.owned[r.Name]; owned != "" {
+		data[ownedKey] = owned
+	}
+	in.mu.Unlock()
 	if url, m := expandURL(r.URL, in.lookup); url != "" && len(m) == 0 {
 		data["url"] = url
 	}

@@ -101,7 +101,7 @@ func platformBundle(t *testing.T, dir string, p *bundle.LockPlatform) {
 	add(bundle.KindChart, "kpaas.local/charts/app:0.1.0", raw, bundle.LockArtifact{Chart: &bundle.LockChart{
 		Name: "app", Version: "0.1.0", Release: "app", Namespace: "app", Values: map[string]any{"replicas": 0},
 	}})
-	for _, m := range []string{"crds", "broken"} {
+	for _, m := range []string{"crds", "broken", "owned-v1", "owned-v2"} {
 		data, err := os.ReadFile("testdata/platform/manifests/" + m + ".yaml")
 		if err != nil {
 			t.Fatal(err)
@@ -362,5 +362,58 @@ func TestPlatformDisabledReleases(t *testing.T) {
 	plan := strings.Join(platformPhase(t).Plan(e), "\n")
 	if !strings.Contains(plan, "not installed at this site (platform.disable of the cluster config): app") {
 		t.Errorf("plan:\n%s", plan)
+	}
+}
+
+// A newer bundle's release that no longer has some objects: they are
+// deleted once the new ones are applied (also when the power went in
+// between), except those marked helm.sh/resource-policy: keep; the
+// record lists what the release owns now.
+func TestPlatformDeletesDroppedObjects(t *testing.T) {
+	k := kubetest.Start(t, kubetest.WithControllerManager())
+	owned := func(version string) *bundle.LockPlatform {
+		return &bundle.LockPlatform{Releases: []bundle.LockRelease{
+			{Name: "owned", Namespace: "owned", Manifests: "kpaas.local/manifests/owned-" + version + ":1", Timeout: "10m"},
+		}}
+	}
+	e, r, out := platformEnv(t, k, owned("v1"))
+	if err := runPhase(e, platformPhase(t)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	k.Kubectl(nil, "-n", "owned", "get", "configmap", "dropped")
+	k.Kubectl(nil, "get", "clusterrole", "kpaas-test-dropped-role")
+
+	// The newer bundle; the power goes while the dropped objects are
+	// being deleted.
+	e, r, out = platformEnv(t, k, owned("v2"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cut := false
+	e.Host.Exec = cutAt{r: r, cancel: cancel, cut: &cut, at: func(c exec.Cmd) bool { return slices.Contains(c.Args, "delete") }}
+	ph := platformPhase(t)
+	ph.Retry.Attempts = 1
+	(&steps.Runner{Progress: e.Progress}).Run(ctx, phases.Steps(e, []phases.Phase{ph}))
+	if !cut {
+		t.Fatalf("nothing was deleted:\n%s", out)
+	}
+	if got := k.Kubectl(nil, "-n", "owned", "get", "configmap", "stays", "-o", "jsonpath={.data.version}"); got != "2" {
+		t.Errorf("the newer objects were not applied before the deletion: version %q", got)
+	}
+	e.Host.Exec = r
+	out.Reset()
+	if err := runPhase(e, platformPhase(t)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(out.String(), "release owned: deleting 2 objects the bundle no longer has: ClusterRole/kpaas-test-dropped-role, ConfigMap/dropped") {
+		t.Errorf("no line says what was deleted:\n%s", out)
+	}
+	if _, err := k.KubectlErr(nil, "-n", "owned", "get", "configmap", "dropped"); err == nil {
+		t.Errorf("the dropped ConfigMap is still there")
+	}
+	if _, err := k.KubectlErr(nil, "get", "clusterrole", "kpaas-test-dropped-role"); err == nil {
+		t.Errorf("the dropped ClusterRole is still there")
+	}
+	k.Kubectl(nil, "-n", "owned", "get", "configmap", "marked-keep")
+	if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "configmap", "kpaas-release-owned", "-o", "jsonpath={.data.state} {.data.objects}"); got != "deployed v1 ConfigMap owned stays" {
+		t.Errorf("record: %q", got)
 	}
 }

@@ -229,3 +229,52 @@ items:
 		t.Errorf("Images = %v", imgs)
 	}
 }
+
+func TestInventoryAndDropped(t *testing.T) {
+	objs, err := platform.Decode([]byte(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: a}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: b, namespace: other}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: kept, annotations: {helm.sh/resource-policy: keep}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: reader}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.kpaas.dev}
+spec: {group: example.kpaas.dev, names: {kind: Widget, plural: widgets}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := platform.Inventory(objs, "app")
+	want := "rbac.authorization.k8s.io/v1 ClusterRole app reader\nv1 ConfigMap app a\nv1 ConfigMap other b"
+	if inv != want {
+		t.Fatalf("inventory:\n%s\nwant:\n%s", inv, want)
+	}
+	// The newer bundle drops b and serves the ClusterRole under another
+	// version: only b goes.
+	cur := platform.Inventory(objs[:1], "app") + "\nrbac.authorization.k8s.io/v1beta1 ClusterRole app reader"
+	var got []string
+	for _, o := range platform.Dropped(inv, cur) {
+		got = append(got, o.APIVersion()+" "+o.Kind()+" "+o.Namespace()+"/"+o.Name())
+	}
+	if strings.Join(got, ",") != "v1 ConfigMap other/b" {
+		t.Errorf("dropped: %v", got)
+	}
+	if d := platform.Dropped("", inv); len(d) != 0 {
+		t.Errorf("nothing was owned before: %v", d)
+	}
+}
