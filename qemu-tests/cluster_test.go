@@ -186,6 +186,9 @@ type nodeFigures struct {
 	Phases  map[string]float64 `json:"phaseSeconds"`
 	AgentKB int64              `json:"agentMaxRSSKiB"`
 	SeedKB  int64              `json:"seedRSSKiB"`
+	// PhaseKB is the agent's peak memory once each phase had run: which
+	// phase makes the peak.
+	PhaseKB map[string]int64 `json:"agentMaxRSSKiBAfterPhase"`
 }
 
 // recordFigures reads every node's agent status and logs (and appends to
@@ -204,8 +207,9 @@ func recordFigures(t *testing.T, c *cluster.Cluster, scenario string) {
 		var st struct {
 			Node, Role string
 			Phases     []struct {
-				Name    string
-				Seconds float64
+				Name           string
+				Seconds        float64
+				AgentMaxRSSKiB int64
 			}
 			AgentMaxRSSKiB, SeedRSSKiB int64
 			SincePowerOnSeconds        float64
@@ -214,13 +218,16 @@ func recordFigures(t *testing.T, c *cluster.Cluster, scenario string) {
 			continue
 		}
 		f := nodeFigures{Node: st.Node, Role: st.Role, ReadyS: st.SincePowerOnSeconds, Phases: map[string]float64{},
-			AgentKB: st.AgentMaxRSSKiB, SeedKB: st.SeedRSSKiB}
+			AgentKB: st.AgentMaxRSSKiB, SeedKB: st.SeedRSSKiB, PhaseKB: map[string]int64{}}
 		for _, p := range st.Phases {
 			f.Phases[p.Name] = p.Seconds
+			if p.AgentMaxRSSKiB > 0 {
+				f.PhaseKB[p.Name] = p.AgentMaxRSSKiB
+			}
 		}
 		last = max(last, time.Duration(st.SincePowerOnSeconds*float64(time.Second)))
 		all = append(all, f)
-		t.Logf("figures: %s (%s): ready %.0f s after its kernel started; phases %v; agent peak %d KiB, seed %d KiB", f.Node, f.Role, f.ReadyS, f.Phases, f.AgentKB, f.SeedKB)
+		t.Logf("figures: %s (%s): ready %.0f s after its kernel started; phases %v; agent peak %d KiB (after each phase %v), seed %d KiB", f.Node, f.Role, f.ReadyS, f.Phases, f.AgentKB, f.PhaseKB, f.SeedKB)
 	}
 	t.Logf("figures: the last node ready %.0f s after its kernel started", last.Seconds())
 	p := os.Getenv(FiguresEnv)

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"kpaas.dev/appliance/agent/host"
@@ -56,6 +57,10 @@ type Env struct {
 	Now func() time.Time
 	// MaxRSS replaces the agent's own peak memory reading (KiB) in tests.
 	MaxRSS func() int64
+	// rssAfter is the agent's peak memory (KiB) after each phase that ran
+	// in this process: where the peak comes from.
+	rssMu    sync.Mutex
+	rssAfter map[string]int64
 	// Journal is the agent's journal (the ready phase publishes it).
 	Journal *journal.Journal
 	// Wait scales the phases' waiting policies (1 on nodes; tests shrink
@@ -96,10 +101,37 @@ func Steps(e *Env, list []Phase) []steps.Step {
 		if p.Check != nil {
 			s.Check = func(ctx context.Context) (bool, error) { return p.Check(ctx, e) }
 		}
-		s.Run = func(ctx context.Context) error { return p.Run(ctx, e) }
+		s.Run = func(ctx context.Context) error {
+			err := p.Run(ctx, e)
+			e.notePeak(p.Name)
+			return err
+		}
 		out = append(out, s)
 	}
 	return out
+}
+
+// maxRSS is the agent's peak memory so far, in KiB.
+func (e *Env) maxRSS() int64 {
+	if e.MaxRSS != nil {
+		return e.MaxRSS()
+	}
+	return maxRSSKiB()
+}
+
+func (e *Env) notePeak(phase string) {
+	e.rssMu.Lock()
+	defer e.rssMu.Unlock()
+	if e.rssAfter == nil {
+		e.rssAfter = map[string]int64{}
+	}
+	e.rssAfter[phase] = e.maxRSS()
+}
+
+func (e *Env) peakAfter(phase string) int64 {
+	e.rssMu.Lock()
+	defer e.rssMu.Unlock()
+	return e.rssAfter[phase]
 }
 
 // IsFirstControlPlane reports whether this node runs kubeadm init.

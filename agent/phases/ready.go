@@ -57,6 +57,9 @@ type PhaseStatus struct {
 	Name    string  `json:"name"`
 	State   string  `json:"state"`
 	Seconds float64 `json:"seconds"`
+	// MaxRSSKiB is the agent's peak memory once the phase ran in this
+	// process (0: it did not run here, its check held).
+	MaxRSSKiB int64 `json:"agentMaxRSSKiB,omitempty"`
 }
 
 // ready publishes the node's status into the cluster (its own Node's
@@ -80,10 +83,7 @@ func ready() Phase {
 			if out, err := e.Host.Run(ctx, "ip", "-4", "route", "show", "default"); err == nil {
 				st.DefaultRoute = strings.TrimSpace(string(out))
 			}
-			st.AgentMaxRSSKiB = maxRSSKiB()
-			if e.MaxRSS != nil {
-				st.AgentMaxRSSKiB = e.MaxRSS()
-			}
+			st.AgentMaxRSSKiB = e.maxRSS()
 			st.SeedRSSKiB = seedRSS(ctx, e)
 			if e.IsFirstControlPlane() && e.Lock.Platform != nil {
 				st.Releases, _ = ReleaseStatuses(ctx, e)
@@ -124,7 +124,7 @@ func (e *Env) nodeStatus() NodeStatus {
 	st := NodeStatus{Node: e.Node.Name, Role: e.Node.Role, Updated: e.now().UTC().Truncate(time.Second), SincePowerOn: e.uptime()}
 	if e.Journal != nil {
 		for _, p := range e.Journal.Phases {
-			st.Phases = append(st.Phases, PhaseStatus{Name: p.Name, State: string(p.State), Seconds: p.Seconds})
+			st.Phases = append(st.Phases, PhaseStatus{Name: p.Name, State: string(p.State), Seconds: p.Seconds, MaxRSSKiB: e.peakAfter(p.Name)})
 		}
 	}
 	return st
