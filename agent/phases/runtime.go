@@ -129,6 +129,14 @@ func runtimeFiles(e *Env) ([]file, error) {
 	for _, u := range containerd.Upstreams(entries) {
 		fs = append(fs, file{path.Join(containerdHosts, u, "hosts.toml"), 0o644, containerd.HostsTOML(u, containerd.Mirrors(u, harborURL, mirror)...)})
 	}
+	if harborURL != "" {
+		// The images users push into Harbor's own projects.
+		host, data, err := containerd.HarborHost(harborURL)
+		if err != nil {
+			return nil, err
+		}
+		fs = append(fs, file{path.Join(containerdHosts, host, "hosts.toml"), 0o644, data})
+	}
 	return fs, nil
 }
 

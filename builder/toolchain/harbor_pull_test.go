@@ -11,10 +11,14 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/internal/containerd"
+	"kpaas.dev/appliance/internal/harbor"
 	"kpaas.dev/appliance/internal/harbor/harborlocal"
 	"kpaas.dev/appliance/internal/push"
 	"kpaas.dev/appliance/internal/seed"
@@ -74,6 +78,33 @@ func TestContainerdPullsThroughHarbor(t *testing.T) {
 	pull(beta)
 	if !served("registry.k8s.io/beta") {
 		t.Errorf("%s is not in Harbor and the seed did not serve it:\n%s", beta, seedLog.String())
+	}
+
+	// A user's own image in a private project of Harbor, pushed with the
+	// admin's credentials as `docker login` + `docker push` would: pulled
+	// by Harbor's own name through the hosts.toml of Harbor's host (on a
+	// node it is what makes containerd use plain HTTP; on 127.0.0.1
+	// containerd would fall back to it anyway), with the credentials a
+	// pod's imagePullSecret gives, and refused without them.
+	hc, err := harbor.New(h.URL, harbor.WithBasicAuth(h.Admin, h.Password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hc.EnsureProject(ctx, "apps", false); err != nil {
+		t.Fatal(err)
+	}
+	own, err := name.NewTag(h.Host+"/apps/web:1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(own, randomImage(t), remote.WithAuth(&authn.Basic{Username: h.Admin, Password: h.Password})); err != nil {
+		t.Fatalf("pushing the user's image: %v", err)
+	}
+	if out, err := ctr("images", "pull", "--hosts-dir", hosts, own.String()); err == nil {
+		t.Errorf("a private project's image was pulled without credentials:\n%s", out)
+	}
+	if _, err := ctr("images", "pull", "--hosts-dir", hosts, "--user", h.Admin+":"+h.Password, own.String()); err != nil {
+		t.Fatal(err)
 	}
 
 	// Harbor down: its core (the registry's front) stops answering.

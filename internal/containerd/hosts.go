@@ -89,6 +89,26 @@ func HostsTOML(upstream string, mirrors ...Mirror) []byte {
 	return b.Bytes()
 }
 
+// HarborHost is the registry host (host[:port]) of the Harbor at
+// harborURL and its hosts.toml: the images users push into Harbor's own
+// projects (HOST/PROJECT/NAME:TAG) are pulled from Harbor itself, over
+// plain HTTP when its URL says http (containerd assumes HTTPS otherwise).
+func HarborHost(harborURL string) (host string, hostsTOML []byte, err error) {
+	if err := ValidateMirror(harborURL); err != nil {
+		return "", nil, err
+	}
+	u, _ := url.Parse(harborURL)
+	if err := ValidateUpstream(u.Host); err != nil {
+		return "", nil, err
+	}
+	root := u.Scheme + "://" + u.Host
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Written by kpaas: the cluster's Harbor, for the images of its own projects.\n")
+	fmt.Fprintf(&b, "server = %s\n", quote(root))
+	fmt.Fprintf(&b, "\n[host.%s]\n  capabilities = [\"pull\", \"resolve\"]\n", quote(root))
+	return u.Host, b.Bytes(), nil
+}
+
 // quote writes s as a TOML basic string. Inputs are validated hosts and
 // URLs; escaping the two special characters keeps the output well formed
 // whatever they hold.
@@ -161,7 +181,7 @@ func Upstreams(entries []bundle.Entry) []string {
 
 // WriteHostsDir writes <dir>/<upstream>/hosts.toml for every upstream,
 // each file atomically: the Harbor at harborURL first (none when empty),
-// then the seed at seedURL. Every input is checked before anything is
+// then the seed at seedURL; and Harbor's own host (HarborHost). Every input is checked before anything is
 // written; all invalid ones are reported together.
 func WriteHostsDir(dir string, upstreams []string, harborURL, seedURL string) error {
 	var errs []error
@@ -181,14 +201,24 @@ func WriteHostsDir(dir string, upstreams []string, harborURL, seedURL string) er
 	if len(errs) > 0 {
 		return fmt.Errorf("writing containerd hosts to %s: %w", dir, errors.Join(errs...))
 	}
+	files := map[string][]byte{}
 	for _, u := range upstreams {
-		p := filepath.Join(dir, u, "hosts.toml")
-		data := HostsTOML(u, Mirrors(u, harborURL, seedURL)...)
+		files[u] = HostsTOML(u, Mirrors(u, harborURL, seedURL)...)
+	}
+	if harborURL != "" {
+		host, data, err := HarborHost(harborURL)
+		if err != nil {
+			return fmt.Errorf("writing containerd hosts to %s: %w", dir, err)
+		}
+		files[host] = data
+	}
+	for host, data := range files {
+		p := filepath.Join(dir, host, "hosts.toml")
 		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) {
 			continue
 		}
 		if err := atomicfile.WriteFile(p, data, 0o644); err != nil {
-			return fmt.Errorf("writing containerd hosts for %s: %w", u, err)
+			return fmt.Errorf("writing containerd hosts for %s: %w", host, err)
 		}
 	}
 	return nil

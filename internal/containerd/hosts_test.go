@@ -166,3 +166,28 @@ func TestWriteHostsDirRejects(t *testing.T) {
 		}
 	}
 }
+
+// Harbor's own host gets a hosts.toml too: users' images in its projects
+// are pulled from it over plain HTTP.
+func TestWriteHostsDirHarborHost(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteHostsDir(dir, []string{"docker.io"}, "http://10.0.0.11:30002", mirror); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "10.0.0.11:30002", "hosts.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `# Written by kpaas: the cluster's Harbor, for the images of its own projects.
+server = "http://10.0.0.11:30002"
+
+[host."http://10.0.0.11:30002"]
+  capabilities = ["pull", "resolve"]
+`
+	if string(b) != want {
+		t.Errorf("got:\n%s\nwant:\n%s", b, want)
+	}
+	if _, _, err := HarborHost("http://har_bor:30002"); err == nil {
+		t.Errorf("a URL whose host is not a registry host was accepted")
+	}
+}
