@@ -186,6 +186,14 @@ type nodeFigures struct {
 	Phases  map[string]float64 `json:"phaseSeconds"`
 	AgentKB int64              `json:"agentMaxRSSKiB"`
 	SeedKB  int64              `json:"seedRSSKiB"`
+	// Harbor is the first control plane's record of the bundle's push
+	// into Harbor (state, images, charts, seconds, bytes sent), which
+	// its agent puts in its status; the harbor phase's own duration is
+	// in Phases.
+	Harbor map[string]string `json:"harbor,omitempty"`
+	// Releases are the platform's releases (first control plane): each
+	// one's install time, from its record.
+	Releases map[string]float64 `json:"releaseSeconds,omitempty"`
 }
 
 // recordFigures reads every node's agent status and logs (and appends to
@@ -209,18 +217,35 @@ func recordFigures(t *testing.T, c *cluster.Cluster, scenario string) {
 			}
 			AgentMaxRSSKiB, SeedRSSKiB int64
 			SincePowerOnSeconds        float64
+			Harbor                     map[string]string
+			Releases                   []struct {
+				Name    string
+				Seconds float64
+			}
 		}
 		if json.Unmarshal([]byte(line), &st) != nil {
 			continue
 		}
 		f := nodeFigures{Node: st.Node, Role: st.Role, ReadyS: st.SincePowerOnSeconds, Phases: map[string]float64{},
-			AgentKB: st.AgentMaxRSSKiB, SeedKB: st.SeedRSSKiB}
+			AgentKB: st.AgentMaxRSSKiB, SeedKB: st.SeedRSSKiB, Harbor: st.Harbor}
 		for _, p := range st.Phases {
 			f.Phases[p.Name] = p.Seconds
+		}
+		for _, r := range st.Releases {
+			if f.Releases == nil {
+				f.Releases = map[string]float64{}
+			}
+			f.Releases[r.Name] = r.Seconds
 		}
 		last = max(last, time.Duration(st.SincePowerOnSeconds*float64(time.Second)))
 		all = append(all, f)
 		t.Logf("figures: %s (%s): ready %.0f s after its kernel started; phases %v; agent peak %d KiB, seed %d KiB", f.Node, f.Role, f.ReadyS, f.Phases, f.AgentKB, f.SeedKB)
+		if f.Releases != nil {
+			t.Logf("figures: %s: platform releases installed in (s) %v", f.Node, f.Releases)
+		}
+		if h := f.Harbor; h != nil {
+			t.Logf("figures: %s: harbor push %s in %s s: %s images, %s charts, %s blobs (%s bytes) sent", f.Node, h["state"], h["seconds"], h["images"], h["charts"], h["blobsSent"], h["bytesSent"])
+		}
 	}
 	t.Logf("figures: the last node ready %.0f s after its kernel started", last.Seconds())
 	p := os.Getenv(FiguresEnv)
