@@ -38,6 +38,11 @@ const E2EEnv = "KPAAS_E2E"
 // software emulation.
 const clusterTimeout = 40 * time.Minute
 
+// harborReleaseTimeout is the timeout of the demo platform's Harbor
+// release (bundles/demo.yaml): where the platform includes Harbor, the
+// first control plane's way to ready is longer by up to that much.
+const harborReleaseTimeout = 30 * time.Minute
+
 // clusterMedia is what every cluster scenario boots: the demo bundle's
 // qcow2 image and a site folder (cluster.yaml and secrets).
 type clusterMedia struct {
@@ -366,7 +371,13 @@ func TestClusterThreeNodes(t *testing.T) {
 	for _, name := range []string{"cp1", "w1", "w2"} {
 		// The nodes' lines are read one after the other: a worker's may
 		// have come long before (the figures below have each node's own).
-		_, at := vms[name].Expect(cluster.ReadyLine(c.Node(name)), clusterTimeout)
+		// cp1's comes after the whole platform, Harbor's release (which
+		// may take its timeout) and the push of the bundle into Harbor.
+		bound := clusterTimeout
+		if name == "cp1" {
+			bound += harborReleaseTimeout
+		}
+		_, at := vms[name].Expect(cluster.ReadyLine(c.Node(name)), bound)
 		t.Logf("%s ready (line read %s after its power-on)", name, at.Round(time.Second))
 	}
 	t.Logf("all nodes ready %s after the first power-on", time.Since(start).Round(time.Second))
