@@ -2,8 +2,10 @@ package bundles_test
 
 import (
 	"encoding/base64"
+	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"testing"
 
 	"kpaas.dev/appliance/builder/toolchain"
@@ -42,6 +44,41 @@ func checkNoDefaultSecrets(t *testing.T, r rendered) {
 	}
 }
 
+// checkExecProbeTimeouts fails t if a container of the release has a
+// probe that runs a command with a timeout under min seconds. Harbor's
+// database probe runs psql under PostgreSQL's postmaster (PID 1): a probe
+// killed on timeout leaves psql orphaned, the postmaster reaps it and
+// restarts every backend as after a crash (seen under QEMU with the
+// chart's 1 s).
+func checkExecProbeTimeouts(t *testing.T, r rendered, min int) {
+	t.Helper()
+	for _, o := range r.objs {
+		top, _ := o["spec"].(map[string]any)
+		tmpl, _ := top["template"].(map[string]any)
+		spec, _ := tmpl["spec"].(map[string]any)
+		containers, _ := spec["containers"].([]any)
+		for _, c := range containers {
+			c, _ := c.(map[string]any)
+			for _, kind := range []string{"livenessProbe", "readinessProbe", "startupProbe"} {
+				p, _ := c[kind].(map[string]any)
+				if p == nil || p["exec"] == nil {
+					continue
+				}
+				// YAML decodes numbers as int or float64.
+				if secs := fmt.Sprint(p["timeoutSeconds"]); secs == "<nil>" || atoi(secs) < min {
+					t.Errorf("release %s: %s %s: container %v's %s runs a command with timeoutSeconds %s, under %d",
+						r.release.Name, o.Kind(), o.Name(), c["name"], kind, secs, min)
+				}
+			}
+		}
+	}
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
 // The demo platform (the official Harbor chart with the demo's values,
 // and the hello chart) rendered for the demo cluster as the agent renders
 // it, then applied in dependency order to a real API server: every object
@@ -77,6 +114,7 @@ func TestDemoPlatformAppliesToRealAPIServer(t *testing.T) {
 		}
 	}
 	checkNoDefaultSecrets(t, *harbor)
+	checkExecProbeTimeouts(t, *harbor, 10)
 
 	if testing.Short() {
 		t.Skip("applies the demo platform to a real API server")

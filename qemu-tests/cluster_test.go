@@ -38,6 +38,11 @@ const E2EEnv = "KPAAS_E2E"
 // software emulation.
 const clusterTimeout = 40 * time.Minute
 
+// harborReleaseTimeout is the timeout of the demo platform's Harbor
+// release (bundles/demo.yaml): where the platform includes Harbor, the
+// first control plane's way to ready is longer by up to that much.
+const harborReleaseTimeout = 30 * time.Minute
+
 // clusterMedia is what every cluster scenario boots: the demo bundle's
 // qcow2 image and a site folder (cluster.yaml and secrets).
 type clusterMedia struct {
@@ -189,6 +194,14 @@ type nodeFigures struct {
 	// PhaseKB is the agent's peak memory once each phase had run: which
 	// phase makes the peak.
 	PhaseKB map[string]int64 `json:"agentMaxRSSKiBAfterPhase"`
+	// Harbor is the first control plane's record of the bundle's push
+	// into Harbor (state, images, charts, seconds, bytes sent), which
+	// its agent puts in its status; the harbor phase's own duration is
+	// in Phases.
+	Harbor map[string]string `json:"harbor,omitempty"`
+	// Releases are the platform's releases (first control plane): each
+	// one's install time, from its record.
+	Releases map[string]float64 `json:"releaseSeconds,omitempty"`
 }
 
 // recordFigures reads every node's agent status and logs (and appends to
@@ -213,21 +226,38 @@ func recordFigures(t *testing.T, c *cluster.Cluster, scenario string) {
 			}
 			AgentMaxRSSKiB, SeedRSSKiB int64
 			SincePowerOnSeconds        float64
+			Harbor                     map[string]string
+			Releases                   []struct {
+				Name    string
+				Seconds float64
+			}
 		}
 		if json.Unmarshal([]byte(line), &st) != nil {
 			continue
 		}
 		f := nodeFigures{Node: st.Node, Role: st.Role, ReadyS: st.SincePowerOnSeconds, Phases: map[string]float64{},
-			AgentKB: st.AgentMaxRSSKiB, SeedKB: st.SeedRSSKiB, PhaseKB: map[string]int64{}}
+			AgentKB: st.AgentMaxRSSKiB, SeedKB: st.SeedRSSKiB, PhaseKB: map[string]int64{}, Harbor: st.Harbor}
 		for _, p := range st.Phases {
 			f.Phases[p.Name] = p.Seconds
 			if p.AgentMaxRSSKiB > 0 {
 				f.PhaseKB[p.Name] = p.AgentMaxRSSKiB
 			}
 		}
+		for _, r := range st.Releases {
+			if f.Releases == nil {
+				f.Releases = map[string]float64{}
+			}
+			f.Releases[r.Name] = r.Seconds
+		}
 		last = max(last, time.Duration(st.SincePowerOnSeconds*float64(time.Second)))
 		all = append(all, f)
 		t.Logf("figures: %s (%s): ready %.0f s after its kernel started; phases %v; agent peak %d KiB (after each phase %v), seed %d KiB", f.Node, f.Role, f.ReadyS, f.Phases, f.AgentKB, f.PhaseKB, f.SeedKB)
+		if f.Releases != nil {
+			t.Logf("figures: %s: platform releases installed in (s) %v", f.Node, f.Releases)
+		}
+		if h := f.Harbor; h != nil {
+			t.Logf("figures: %s: harbor push %s in %s s: %s images, %s charts, %s blobs (%s bytes) sent", f.Node, h["state"], h["seconds"], h["images"], h["charts"], h["blobsSent"], h["bytesSent"])
+		}
 	}
 	t.Logf("figures: the last node ready %.0f s after its kernel started", last.Seconds())
 	p := os.Getenv(FiguresEnv)
@@ -348,7 +378,13 @@ func TestClusterThreeNodes(t *testing.T) {
 	for _, name := range []string{"cp1", "w1", "w2"} {
 		// The nodes' lines are read one after the other: a worker's may
 		// have come long before (the figures below have each node's own).
-		_, at := vms[name].Expect(cluster.ReadyLine(c.Node(name)), clusterTimeout)
+		// cp1's comes after the whole platform, Harbor's release (which
+		// may take its timeout) and the push of the bundle into Harbor.
+		bound := clusterTimeout
+		if name == "cp1" {
+			bound += harborReleaseTimeout
+		}
+		_, at := vms[name].Expect(cluster.ReadyLine(c.Node(name)), bound)
 		t.Logf("%s ready (line read %s after its power-on)", name, at.Round(time.Second))
 	}
 	t.Logf("all nodes ready %s after the first power-on", time.Since(start).Round(time.Second))

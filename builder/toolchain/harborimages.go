@@ -137,9 +137,10 @@ func harborImageSpecs() []imageSpec {
 				support("make/photon/db/docker-entrypoint.sh", "/docker-entrypoint.sh", 0o755),
 				support("make/photon/db/initdb.sh", "/initdb.sh", 0o755),
 				support("make/photon/db/upgrade.sh", "/upgrade.sh", 0o755),
-				support("make/photon/db/docker-healthcheck.sh", "/docker-healthcheck.sh", 0o755),
 				support("make/photon/db/initial-registry.sql", "/docker-entrypoint-initdb.d/initial-registry.sql", 0o644),
 			},
+			// Not Harbor's health check: see harborDBHealthcheck.
+			Texts: []imageText{{Path: "/docker-healthcheck.sh", Mode: 0o755, Data: harborDBHealthcheck}},
 			Users: []imageUser{{Name: "postgres", UID: 999, GID: 999, Home: "/var/lib/postgresql"}}, User: "postgres",
 			Env:        []string{"PATH=" + pgBin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PGDATA=/var/lib/postgresql/data"},
 			Entrypoint: []string{"/docker-entrypoint.sh", "", HarborPostgresVersion},
@@ -166,6 +167,29 @@ func harborImageSpecs() []imageSpec {
 		},
 	}
 }
+
+// harborDBHealthcheck is the database image's /docker-healthcheck.sh,
+// which the chart's liveness and readiness probes run. Harbor's own
+// (make/photon/db/docker-healthcheck.sh) pipes echo into psql from bash:
+// when a probe times out the kubelet kills bash alone, and psql and the
+// echo subshell are orphaned to the container's PID 1, PostgreSQL's
+// postmaster, which takes their exit (2, 141) for a crashed backend and
+// restarts every process (crash recovery; during core's schema
+// migration that leaves the schema dirty, and core never starts). Seen
+// under QEMU on a one-vCPU worker with timeouts of 1 s and of 10 s. This
+// one makes the same query with the same connection (TCP to localhost,
+// as user and database the chart's environment names), but bash execs
+// psql: the probe is one process, which leaves no orphan when killed.
+// psql exits 0 only when the query ran.
+const harborDBHealthcheck = `#!/bin/bash
+# kpaas: Harbor's docker-healthcheck.sh with psql exec'd, so that a probe
+# killed on its timeout leaves no child for the postmaster (PID 1) to reap.
+set -e
+user="${POSTGRES_USER:-postgres}"
+db="${POSTGRES_DB:-$POSTGRES_USER}"
+export PGPASSWORD="${POSTGRES_PASSWORD:-}"
+exec psql --host localhost --username "$user" --dbname "$db" --quiet --no-align --tuples-only --command 'SELECT 1'
+`
 
 const portalStandInPage = `<!doctype html>
 <html><head><meta charset="utf-8"><title>Harbor</title></head>
