@@ -2,7 +2,6 @@ package phases
 
 import (
 	"archive/tar"
-	"bytes"
 	"compress/gzip"
 	"context"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"kpaas.dev/appliance/internal/atomicfile"
 	"kpaas.dev/appliance/internal/containerd"
 	"kpaas.dev/appliance/internal/retry"
 )
@@ -232,12 +232,14 @@ func installCNI(e *Env) error {
 		if h.Typeflag != tar.TypeReg || strings.Contains(name, "/") || name == "." || name == ".." {
 			continue // plugins sit at the top of the tarball
 		}
-		var buf bytes.Buffer
-		if _, err := io.Copy(&buf, io.LimitReader(tr, 256<<20)); err != nil {
-			return fmt.Errorf("%s: %s: %w", tgzs[0], name, err)
-		}
-		if _, err := e.Host.WriteFile(path.Join(cniBinDir, name), buf.Bytes(), 0o755); err != nil {
+		// Streamed to its place: held in memory, the plugins (about 4 MB
+		// each) made this phase the agent's memory peak (+40 MiB).
+		err = atomicfile.Write(e.Host.Path(path.Join(cniBinDir, name)), 0o755, func(f *os.File) error {
+			_, err := io.Copy(f, io.LimitReader(tr, 256<<20))
 			return err
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", tgzs[0], name, err)
 		}
 	}
 	if !cniInstalled(e) {
