@@ -79,18 +79,7 @@ func TestHarborImagesRun(t *testing.T) {
 	}
 	eventually := func(what string, timeout time.Duration, f func() error) {
 		t.Helper()
-		deadline := time.Now().Add(timeout)
-		for {
-			err := f()
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				tasks, _ := ctr("task", "ls")
-				t.Fatalf("%s: not within %s: %v\ntasks:\n%s", what, timeout, err, tasks)
-			}
-			time.Sleep(time.Second)
-		}
+		waitFor(t, what, timeout, f, func() string { tasks, _ := ctr("task", "ls"); return "tasks:\n" + tasks })
 	}
 	httpGet := func(id string, port int, path string) (string, error) {
 		script := fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/%d && printf 'GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3 && cat <&3`, port, path)
@@ -285,4 +274,21 @@ func rsaPEM(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))
+}
+
+// waitFor polls f every second until it succeeds, or fails t after timeout
+// with f's last error and what context says.
+func waitFor(t *testing.T, what string, timeout time.Duration, f func() error, context func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v\n%s", what, timeout, err, context())
+		}
+		time.Sleep(time.Second)
+	}
 }

@@ -115,22 +115,15 @@ func TestPlatformImagesRun(t *testing.T) {
 	}
 	eventually := func(what string, f func() error) {
 		t.Helper()
-		deadline := time.Now().Add(3 * time.Minute)
-		for {
-			err := f()
-			if err == nil {
-				return
+		waitFor(t, what, 3*time.Minute, f, func() string {
+			var b strings.Builder
+			logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+			for _, l := range logs {
+				data, _ := os.ReadFile(l)
+				fmt.Fprintf(&b, "%s:\n%s\n", filepath.Base(l), lastLines(string(data), 30))
 			}
-			if time.Now().After(deadline) {
-				logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
-				for _, l := range logs {
-					data, _ := os.ReadFile(l)
-					t.Logf("%s:\n%s", filepath.Base(l), lastLines(string(data), 30))
-				}
-				t.Fatalf("%s: not within 3 min: %v", what, err)
-			}
-			time.Sleep(time.Second)
-		}
+			return b.String()
+		})
 	}
 	start("db1", "MARIADB_ROOT_PASSWORD="+root, "MARIADB_DATABASE=demo", "MARIADB_USER=app", "MARIADB_PASSWORD="+user)
 	eventually("the app user writes into its database over TCP", func() error {
