@@ -768,16 +768,28 @@ func webhookNotReady(err error) bool {
 	return strings.Contains(s, "failed calling webhook") || strings.Contains(s, "no endpoints available for service")
 }
 
+// A gate is looked at again after gateFirstPause, then less and less
+// often up to gateMaxPause: each look starts kubectl a few times, and on
+// a slow control plane a release that takes many minutes (Harbor's schema
+// migrations) would otherwise keep the API server busy answering it.
+const (
+	gateFirstPause = 3 * time.Second
+	gateMaxPause   = 15 * time.Second
+)
+
 // waitGate polls the gate until it passes, a failure that waiting cannot
 // mend shows, or ctx ends (the release's timeout): the error names the
 // release's objects that are not ready and why.
 func (in *installer) waitGate(ctx context.Context, r bundle.LockRelease, p *prepared) error {
+	pause := gateFirstPause
 	for {
 		ok, reasons := in.gate(ctx, r, p)
 		if ok {
 			return nil
 		}
-		if err := in.e.sleep(ctx, 3*time.Second); err != nil {
+		err := in.e.sleep(ctx, pause)
+		pause = min(pause*3/2, gateMaxPause)
+		if err != nil {
 			// The time is up: look once more, with time to ask, so that
 			// the report is whole (pods, logs).
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

@@ -103,9 +103,17 @@ func (c *Cluster) Node(name string) *v1alpha1.Node {
 	return nil
 }
 
+// workerNice is the niceness of a worker's QEMU (weight ~1/3 of the
+// control plane's when both want the host's CPU).
+const workerNice = 5
+
 // Boot powers node on: UEFI, its overlay and config disk, its NIC on the
 // closed network; 2 CPUs and 2.5 GiB for a control plane (kubeadm's
-// minimum), 2 GiB for a worker.
+// minimum), 2 GiB for a worker. A worker's QEMU runs at a lower priority:
+// the host has fewer cores than the cluster has vCPUs, and emulated
+// workers busy with a release (Harbor's migrations) otherwise starve the
+// control plane until etcd times out and the API server restarts; a site
+// gives its control plane cores of its own.
 func (c *Cluster) Boot(name string) *vm.VM {
 	c.t.Helper()
 	n := c.Node(name)
@@ -121,6 +129,8 @@ func (c *Cluster) Boot(name string) *vm.VM {
 	}
 	if n.Role == v1alpha1.RoleControlPlane {
 		opts = append(opts, vm.WithCPUs(2), vm.WithMemory(2560))
+	} else {
+		opts = append(opts, vm.WithNice(workerNice))
 	}
 	if fcp := c.Config.FirstControlPlane(); fcp.Name == name && len(n.ManagementMACs) > 0 {
 		opts = append(opts, vm.WithNIC(n.ManagementMACs[0],

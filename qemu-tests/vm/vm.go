@@ -152,7 +152,7 @@ type config struct {
 	kernel, initrd, cmdline string
 	drives                  []drive
 	memory                  int
-	cpus, nics              int
+	cpus, nics, nice        int
 	extra                   []string
 }
 
@@ -204,6 +204,10 @@ func WithCDROM(path string) Option {
 func WithUSBDisk(path string) Option {
 	return func(c *config) { c.drives = append(c.drives, drive{path: path, format: "raw", iface: "usb"}) }
 }
+
+// WithNice starts QEMU at this scheduling niceness (0 by default; 1..19
+// yields the host's CPU to the other VMs when they contend for it).
+func WithNice(n int) Option { return func(c *config) { c.nice = n } }
 
 // WithMemory sets the memory in MiB (default 1536).
 func WithMemory(mib int) Option { return func(c *config) { c.memory = mib } }
@@ -287,6 +291,11 @@ func Start(t T, opts ...Option) *VM {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("qemu-system-x86_64", args...)
+	if c.nice != 0 {
+		// nice(1) execs QEMU: the PID stays, and every thread QEMU starts
+		// (one per vCPU) inherits the niceness.
+		cmd = exec.Command("nice", append([]string{"-n", strconv.Itoa(c.nice), "qemu-system-x86_64"}, args...)...)
+	}
 	// A file, not a pipe: a kept VM goes on writing after the test is gone.
 	cmd.Stdout, cmd.Stderr = w, w
 	v := &VM{t: t, dir: dir, cmd: cmd, log: r, rd: bufio.NewReader(r), done: make(chan struct{})}
