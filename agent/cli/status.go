@@ -1,14 +1,18 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
 	"kpaas.dev/appliance/agent/phases"
+	"kpaas.dev/appliance/internal/progress"
 
 	"github.com/spf13/cobra"
 )
@@ -44,18 +48,27 @@ func newStatusCmd(s *streams, o *options) *cobra.Command {
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			return printReleases(s, o)
+			return printReleases(c.Context(), s, o)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the journal as JSON")
 	return c
 }
 
-// printReleases shows the platform's releases as the first control
-// plane's agent last saw them (nothing on other nodes).
-func printReleases(s *streams, o *options) error {
+// printReleases shows the platform's releases: on the first control
+// plane as its agent last saw them; on any other node one line, from the
+// records in the cluster (read with the kubelet's credentials).
+func printReleases(ctx context.Context, s *streams, o *options) error {
 	b, err := os.ReadFile(filepath.Join(o.root, phases.PlatformStatusFile))
 	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		env, err := loadEnv(o.host(), progress.Discard())
+		if err != nil || env.Lock.Platform == nil || env.IsFirstControlPlane() || !env.Host.Exists(phases.KubeletConf) {
+			return nil
+		}
+		fmt.Fprintf(s.out, "\n%s\n", phases.PlatformProgress(ctx, env))
 		return nil
 	}
 	var rs []phases.ReleaseStatus

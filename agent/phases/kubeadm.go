@@ -34,6 +34,10 @@ const (
 	kubeadmBootWait = 600 // seconds a joining node waits for the API before retrying
 )
 
+// KubeletConf is the kubelet's kubeconfig, which every node has once it
+// joined: the agent's credentials on a node other than a control plane.
+const KubeletConf = kubeletConf
+
 // controlPlanePKI are the secrets a control plane copies to
 // /etc/kubernetes/pki: kubeadm then makes every other certificate from
 // the cluster's own CAs, so every node trusts the same cluster.

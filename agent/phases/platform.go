@@ -347,27 +347,90 @@ func (in *installer) records(ctx context.Context) (map[string]map[string]string,
 	return releaseRecords(ctx, in.e)
 }
 
+// releaseRecords reads the releases' records: the first control plane
+// lists them with the admin's credentials; any other node gets them by
+// name with its kubelet's, which the StatusReaderRole lets every node read.
 func releaseRecords(ctx context.Context, e *Env) (map[string]map[string]string, error) {
-	out, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", adminConf, "-n", StatusNamespace, "get", "configmaps", "-l", ReleaseLabel, "-o", "json")
+	args := []string{"--kubeconfig", adminConf, "-n", StatusNamespace, "get", "configmaps", "-l", ReleaseLabel, "-o", "json"}
+	if !e.IsFirstControlPlane() {
+		p, err := sitePlatform(e)
+		if err != nil || p == nil {
+			return nil, err
+		}
+		args = []string{"--kubeconfig", kubeletConf, "-n", StatusNamespace, "get", "configmaps", "--ignore-not-found", "-o", "json"}
+		for _, r := range p.Releases {
+			args = append(args, releaseRecordName(r.Name))
+		}
+	}
+	out, err := e.Host.Run(ctx, "kubectl", args...)
 	if err != nil {
 		return nil, err
 	}
+	recs := map[string]map[string]string{}
+	if len(bytes.TrimSpace(out)) == 0 {
+		return recs, nil // by name, none found
+	}
+	type record struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+		Data map[string]string `json:"data"`
+	}
+	// A list, or one object when one name was asked for.
 	var list struct {
-		Items []struct {
-			Metadata struct {
-				Labels map[string]string `json:"labels"`
-			} `json:"metadata"`
-			Data map[string]string `json:"data"`
-		} `json:"items"`
+		Kind  string   `json:"kind"`
+		Items []record `json:"items"`
+		record
 	}
 	if err := json.Unmarshal(out, &list); err != nil {
 		return nil, fmt.Errorf("reading the release records: %w", err)
 	}
-	recs := map[string]map[string]string{}
+	if list.Kind == "ConfigMap" {
+		list.Items = []record{list.record}
+	}
 	for _, it := range list.Items {
-		recs[it.Metadata.Labels[ReleaseLabel]] = it.Data
+		if name := it.Metadata.Labels[ReleaseLabel]; name != "" {
+			recs[name] = it.Data
+		}
 	}
 	return recs, nil
+}
+
+// releaseRecordName is the name of release name's record ConfigMap.
+func releaseRecordName(name string) string { return "kpaas-release-" + name }
+
+// StatusReaderRole names the Role (and its RoleBinding) in StatusNamespace
+// that lets every node (group system:nodes) get the releases' records,
+// and nothing else: the other nodes' agents show the platform's progress.
+const StatusReaderRole = "kpaas-platform-status"
+
+// grantNodesRead lets every node's kubelet credentials get the records of
+// the site's releases (by name; no list, no other ConfigMap).
+func (in *installer) grantNodesRead(ctx context.Context) error {
+	var names []any
+	for _, r := range in.p.Releases {
+		names = append(names, releaseRecordName(r.Name))
+	}
+	rbac := "rbac.authorization.k8s.io"
+	role := platform.Object{
+		"apiVersion": rbac + "/v1", "kind": "Role",
+		"metadata": map[string]any{"name": StatusReaderRole, "namespace": StatusNamespace},
+		"rules": []any{map[string]any{
+			"apiGroups": []any{""}, "resources": []any{"configmaps"}, "verbs": []any{"get"}, "resourceNames": names,
+		}},
+	}
+	binding := platform.Object{
+		"apiVersion": rbac + "/v1", "kind": "RoleBinding",
+		"metadata": map[string]any{"name": StatusReaderRole, "namespace": StatusNamespace},
+		"roleRef":  map[string]any{"apiGroup": rbac, "kind": "Role", "name": StatusReaderRole},
+		"subjects": []any{map[string]any{"apiGroup": rbac, "kind": "Group", "name": "system:nodes"}},
+	}
+	b, err := platform.Stream([]platform.Object{namespaceObject(StatusNamespace), role, binding})
+	if err != nil {
+		return err
+	}
+	_, err = in.kubectlIn(ctx, b, false, "apply", "--server-side", "--force-conflicts", "--field-manager", fieldManager, "-f", "-")
+	return err
 }
 
 // ReleaseStatuses are the releases of the bundle's platform in the
@@ -430,6 +493,9 @@ func (in *installer) done(ctx context.Context) (ok bool, why string) {
 }
 
 func (in *installer) run(ctx context.Context) error {
+	if err := in.grantNodesRead(ctx); err != nil {
+		return retry.Retryable(fmt.Errorf("letting the nodes read the releases' records: %w", err))
+	}
 	if err := in.applySecrets(ctx); err != nil {
 		return retry.Retryable(fmt.Errorf("creating the platform's secrets: %w", err))
 	}
@@ -949,7 +1015,7 @@ func (in *installer) record(ctx context.Context, r bundle.LockRelease, state, di
 	}
 	cm := platform.Object{
 		"apiVersion": "v1", "kind": "ConfigMap",
-		"metadata": map[string]any{"name": "kpaas-release-" + r.Name, "namespace": StatusNamespace,
+		"metadata": map[string]any{"name": releaseRecordName(r.Name), "namespace": StatusNamespace,
 			"labels": map[string]any{ReleaseLabel: r.Name}},
 		"data": data,
 	}

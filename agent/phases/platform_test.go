@@ -32,9 +32,12 @@ import (
 // with the real program behind it, the admin kubeconfig swapped for the
 // test cluster's. It refuses every other command.
 type realKubectl struct {
-	env   *kubetest.Env
-	mu    sync.Mutex
-	lines []string
+	env *kubetest.Env
+	// kubeconfigs maps the node's kubeconfig paths to the test's (default:
+	// the admin's); a path not in it stays, and kubectl finds no such file.
+	kubeconfigs map[string]string
+	mu          sync.Mutex
+	lines       []string
 }
 
 func (r *realKubectl) Run(ctx context.Context, c exec.Cmd) ([]byte, error) {
@@ -45,9 +48,13 @@ func (r *realKubectl) Run(ctx context.Context, c exec.Cmd) ([]byte, error) {
 	r.lines = append(r.lines, lineOf(c))
 	r.mu.Unlock()
 	args := slices.Clone(c.Args)
+	kcs := r.kubeconfigs
+	if kcs == nil {
+		kcs = map[string]string{"/etc/kubernetes/admin.conf": r.env.Kubeconfig}
+	}
 	for i := range args {
-		if args[i] == "/etc/kubernetes/admin.conf" {
-			args[i] = r.env.Kubeconfig
+		if p, ok := kcs[args[i]]; ok {
+			args[i] = p
 		}
 	}
 	c.Name, c.Args = filepath.Join(r.env.BinDir, "kubectl"), args
@@ -219,6 +226,42 @@ func TestPlatformOnRealAPIServer(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "already done") || r.count("kubectl --kubeconfig /etc/kubernetes/admin.conf apply") != 0 {
 		t.Errorf("second run:\n%s\n%s", out, strings.Join(r.lines, "\n"))
+	}
+}
+
+// The other nodes follow the platform: the first control plane lets every
+// node's kubelet credentials get the releases' records, and nothing else
+// of kpaas-system; a worker's agent reads them and says how far it is.
+func TestPlatformProgressOnOtherNodes(t *testing.T) {
+	k := kubetest.Start(t, kubetest.WithControllerManager())
+	e, _, out := platformEnv(t, k, goodPlatform())
+	nodeConf := k.UserKubeconfig("system:node:w1", "system:nodes")
+	w := &phases.Env{
+		Host:   &host.Host{Root: e.Host.Root, Exec: &realKubectl{env: k, kubeconfigs: map[string]string{phases.KubeletConf: nodeConf}}},
+		Bundle: e.Bundle, Lock: e.Lock, Cluster: e.Cluster, Node: &e.Cluster.Nodes[1], Progress: e.Progress,
+	}
+	ctx := context.Background()
+
+	if got := phases.PlatformProgress(ctx, w); !strings.Contains(got, "installed by the first control plane cp1; its progress is not readable yet") || !strings.Contains(got, "forbidden") {
+		t.Errorf("before the platform phase: %s", got)
+	}
+	if err := runPhase(e, platformPhase(t)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := "platform: installed by the first control plane cp1; 2 of 2 releases deployed (app deployed, crds deployed)"
+	if got := phases.PlatformProgress(ctx, w); !strings.HasPrefix(got, want) {
+		t.Errorf("after the platform phase:\n got %s\nwant %s…", got, want)
+	}
+	// Only the records, only by name.
+	for _, args := range [][]string{
+		{"-n", "kpaas-system", "get", "secret", "app-password"},
+		{"-n", "kpaas-system", "get", "configmaps"},
+		{"-n", "app", "get", "configmap", "app-settings"},
+	} {
+		c := exec.Command("kubectl", append([]string{"--kubeconfig", phases.KubeletConf}, args...)...)
+		if b, err := w.Host.RunCmd(ctx, c); err == nil || !strings.Contains(err.Error(), "forbidden") {
+			t.Errorf("kubectl %s as a node: %v\n%s", strings.Join(args, " "), err, b)
+		}
 	}
 }
 

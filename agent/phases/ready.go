@@ -108,6 +108,9 @@ func ready() Phase {
 			e.Progress.Printf("kpaas-agent: node %s (%s) ready: API https://%s, %s since power-on",
 				e.Node.Name, e.Node.Role, e.Cluster.ControlPlaneEndpoint.String(), round1(st.SincePowerOn))
 			printPlatform(e, st.Releases)
+			if !e.IsFirstControlPlane() && e.Lock.Platform != nil {
+				e.Progress.Printf("  %s", PlatformProgress(ctx, e))
+			}
 			if h := st.Harbor; h != nil {
 				e.Progress.Printf("  harbor: %s; %s images and %s charts of the bundle at %s (public projects %s); docker login with user admin",
 					h["state"], h["images"], h["charts"], h["url"], h["projects"])
@@ -279,4 +282,32 @@ func printPlatform(e *Env, rs []ReleaseStatus) {
 			e.Progress.Printf("  vault %s: unseal key and root token in %s on %s (root only)", r.Name, vaultFile(r), e.Node.Name)
 		}
 	}
+}
+
+// PlatformProgress is one line on the platform for a node other than the
+// first control plane, which installs it: each release's state as its
+// record in the cluster says (read with the kubelet's credentials).
+func PlatformProgress(ctx context.Context, e *Env) string {
+	by := "the first control plane"
+	if fcp := e.Cluster.FirstControlPlane(); fcp != nil {
+		by += " " + fcp.Name
+	}
+	rs, err := ReleaseStatuses(ctx, e)
+	if err != nil {
+		first, _, _ := strings.Cut(err.Error(), "\n")
+		return fmt.Sprintf("platform: installed by %s; its progress is not readable yet (%s)", by, first)
+	}
+	var parts []string
+	done := 0
+	for _, r := range rs {
+		state := r.State
+		switch state {
+		case "":
+			state = "not installed yet"
+		case ReleaseDeployed:
+			done++
+		}
+		parts = append(parts, r.Name+" "+state)
+	}
+	return fmt.Sprintf("platform: installed by %s; %d of %d releases deployed (%s); kpaas-agent status shows it again", by, done, len(rs), strings.Join(parts, ", "))
 }

@@ -332,6 +332,32 @@ func (e *Env) Kubectl(stdin []byte, args ...string) string {
 	return out
 }
 
+// UserKubeconfig writes a kubeconfig for user, a member of groups, whose
+// client certificate the cluster CA signs (kubeadm kubeconfig user), and
+// returns its path: a node's kubelet, say, is user system:node:NAME in
+// group system:nodes, which the API server's Node and RBAC authorizers
+// treat as that node.
+func (e *Env) UserKubeconfig(user string, groups ...string) string {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args := []string{"kubeconfig", "user", "--config", filepath.Join(e.Dir, "kubeadm.yaml"), "--client-name", user}
+	for _, g := range groups {
+		args = append(args, "--org", g)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, filepath.Join(e.BinDir, "kubeadm"), args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		e.t.Fatalf("kubetest: kubeadm %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	p := filepath.Join(e.Dir, strings.NewReplacer(":", "_", "/", "_").Replace(user)+".conf")
+	if err := os.WriteFile(p, stdout.Bytes(), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
 // KubectlErr is Kubectl returning the error instead of failing the test.
 func (e *Env) KubectlErr(stdin []byte, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
