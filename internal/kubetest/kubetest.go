@@ -54,6 +54,8 @@ type Env struct {
 	Dir string
 	// BinDir is where the binaries were found.
 	BinDir string
+	// StaticPods is the kubelet's static pod folder (WithNode only).
+	StaticPods string
 
 	t     testing.TB
 	procs testenv.Procs
@@ -64,6 +66,8 @@ type options struct {
 	scheduler         bool
 	binDir            string
 	verbose           bool
+	node              bool
+	hostsDir          string
 }
 
 // An Option changes what Start starts.
@@ -102,6 +106,9 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if o.scheduler {
 		need = append(need, "kube-scheduler")
 	}
+	if o.node {
+		need = append(need, nodeBinaries...)
+	}
 	var missing []string
 	for _, b := range need {
 		if st, err := os.Stat(filepath.Join(o.binDir, b)); err != nil || st.IsDir() {
@@ -113,6 +120,9 @@ func Start(t testing.TB, opts ...Option) *Env {
 			strings.Join(missing, ", "), o.binDir)
 	}
 
+	if o.node {
+		nodeAllowed(t, o)
+	}
 	dir, err := os.MkdirTemp("", "kubetest-")
 	if err != nil {
 		t.Fatal(err)
@@ -132,6 +142,12 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err := e.start(o); err != nil {
 		e.dumpLogs()
 		t.Fatalf("kubetest: %v", err)
+	}
+	if o.node {
+		if err := e.startNode(o); err != nil {
+			e.dumpLogs()
+			t.Fatalf("kubetest: the node: %v", err)
+		}
 	}
 	return e
 }
@@ -378,16 +394,8 @@ func (e *Env) KubectlErr(stdin []byte, args ...string) (string, error) {
 // then fails the test with f's last error.
 func (e *Env) Eventually(timeout time.Duration, f func() error) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("kubetest: not true after %s: %v", timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := e.poll(timeout, f); err != nil {
+		e.t.Fatalf("kubetest: not true after %s: %v", timeout, err)
 	}
 }
 
