@@ -608,6 +608,7 @@ func (in *installer) install(ctx context.Context, r bundle.LockRelease) error {
 		if err := in.record(ctx, r, ReleasePending, p.digest, 0, nil); err != nil {
 			return err
 		}
+		in.e.Progress.Printf("release %s: applying %d objects into %s (timeout %s)", r.Name, len(p.objs), r.Namespace, timeout)
 		if err := in.apply(ctx, r, p.objs); err != nil {
 			in.record(context.WithoutCancel(ctx), r, ReleaseFailed, p.digest, in.e.now().Sub(start).Seconds(), err)
 			return err
@@ -625,7 +626,7 @@ func (in *installer) install(ctx context.Context, r bundle.LockRelease) error {
 			return err
 		}
 	}
-	if err := in.waitGate(ctx, r, p); err != nil {
+	if err := in.waitGate(ctx, r, p, start); err != nil {
 		in.record(context.WithoutCancel(ctx), r, ReleaseFailed, p.digest, in.e.now().Sub(start).Seconds(), err)
 		return err
 	}
@@ -841,17 +842,31 @@ func webhookNotReady(err error) bool {
 const (
 	gateFirstPause = 3 * time.Second
 	gateMaxPause   = 15 * time.Second
+	// gateHeartbeat is how often a release waiting for its gate says what
+	// it waits for.
+	gateHeartbeat = time.Minute
 )
 
 // waitGate polls the gate until it passes, a failure that waiting cannot
 // mend shows, or ctx ends (the release's timeout): the error names the
 // release's objects that are not ready and why.
-func (in *installer) waitGate(ctx context.Context, r bundle.LockRelease, p *prepared) error {
+func (in *installer) waitGate(ctx context.Context, r bundle.LockRelease, p *prepared, start time.Time) error {
 	pause := gateFirstPause
+	said := in.e.now()
 	for {
 		ok, reasons := in.gate(ctx, r, p)
 		if ok {
 			return nil
+		}
+		// A heartbeat on a long wait: what the gate waits for now.
+		if now := in.e.now(); now.Sub(said) >= gateHeartbeat {
+			said = now
+			first, _, _ := strings.Cut(reasons[0], "\n")
+			more := ""
+			if len(reasons) > 1 {
+				more = fmt.Sprintf(" (and %d more)", len(reasons)-1)
+			}
+			in.e.Progress.Printf("release %s: waiting for its gate, %s so far: %s%s", r.Name, now.Sub(start).Round(time.Second), first, more)
 		}
 		err := in.e.sleep(ctx, pause)
 		pause = min(pause*3/2, gateMaxPause)

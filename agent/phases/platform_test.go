@@ -136,6 +136,12 @@ func platformEnv(t *testing.T, k *kubetest.Env, p *bundle.LockPlatform) (*phases
 	t.Helper()
 	root := t.TempDir()
 	platformBundle(t, filepath.Join(root, names.BundleDir), p)
+	return platformEnvAt(t, k, root)
+}
+
+// platformEnvAt is platformEnv for a machine root whose bundle is written.
+func platformEnvAt(t *testing.T, k *kubetest.Env, root string) (*phases.Env, *realKubectl, *bytes.Buffer) {
+	t.Helper()
 	store, err := bundle.Open(filepath.Join(root, names.BundleDir))
 	if err != nil {
 		t.Fatal(err)
