@@ -57,11 +57,14 @@ var mediaDir string
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if mediaDir != "" {
+	for _, dir := range []string{mediaDir, clusterOnce.dir} {
+		if dir == "" {
+			continue
+		}
 		if code != 0 && vm.Keep() {
-			fmt.Fprintf(os.Stderr, "%s: kept the media in %s; remove them with: rm -rf %s\n", vm.KeepEnv, mediaDir, mediaDir)
+			fmt.Fprintf(os.Stderr, "%s: kept the media in %s; remove them with: rm -rf %s\n", vm.KeepEnv, dir, dir)
 		} else {
-			os.RemoveAll(mediaDir)
+			os.RemoveAll(dir)
 		}
 	}
 	os.Exit(code)

@@ -41,6 +41,14 @@ type Options struct {
 	// APIPort is the host port on 127.0.0.1 forwarded to the first
 	// node's API server (0: a free one).
 	APIPort int
+	// WorkerNice is the niceness of the workers' QEMU (0: none). When the
+	// host has fewer cores than the cluster has vCPUs, emulated workers
+	// busy with a release (Harbor's migrations) can starve the control
+	// plane until etcd times out and the API server restarts; a site
+	// gives its control plane cores of its own. Too high, and the workers
+	// crawl instead (5 in a three-node run: a worker took 20 minutes to
+	// start the hello chart's pods).
+	WorkerNice int
 }
 
 // Cluster is a site's nodes under QEMU.
@@ -103,17 +111,9 @@ func (c *Cluster) Node(name string) *v1alpha1.Node {
 	return nil
 }
 
-// workerNice is the niceness of a worker's QEMU (weight ~1/3 of the
-// control plane's when both want the host's CPU).
-const workerNice = 5
-
 // Boot powers node on: UEFI, its overlay and config disk, its NIC on the
 // closed network; 2 CPUs and 2.5 GiB for a control plane (kubeadm's
-// minimum), 2 GiB for a worker. A worker's QEMU runs at a lower priority:
-// the host has fewer cores than the cluster has vCPUs, and emulated
-// workers busy with a release (Harbor's migrations) otherwise starve the
-// control plane until etcd times out and the API server restarts; a site
-// gives its control plane cores of its own.
+// minimum), 2 GiB for a worker (at Options.WorkerNice).
 func (c *Cluster) Boot(name string) *vm.VM {
 	c.t.Helper()
 	n := c.Node(name)
@@ -130,7 +130,7 @@ func (c *Cluster) Boot(name string) *vm.VM {
 	if n.Role == v1alpha1.RoleControlPlane {
 		opts = append(opts, vm.WithCPUs(2), vm.WithMemory(2560))
 	} else {
-		opts = append(opts, vm.WithNice(workerNice))
+		opts = append(opts, vm.WithNice(c.o.WorkerNice))
 	}
 	if fcp := c.Config.FirstControlPlane(); fcp.Name == name && len(n.ManagementMACs) > 0 {
 		opts = append(opts, vm.WithNIC(n.ManagementMACs[0],

@@ -30,6 +30,7 @@ func main() {
 	flag.StringVar(&o.Dir, "dir", "out/demo-cluster", "where the nodes' disks are kept")
 	flag.StringVar(&o.Kubectl, "kubectl", "out/mirror/files/kubectl", "kubectl")
 	flag.IntVar(&o.APIPort, "api-port", 16443, "the port on 127.0.0.1 forwarded to the API server")
+	flag.IntVar(&o.WorkerNice, "worker-nice", 2, "the niceness of the workers' QEMU, so that the control plane keeps up on a host with fewer cores than the cluster's vCPUs (0: none)")
 	timeout := flag.Duration("timeout", 60*time.Minute, "how long the nodes may take to be ready")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
