@@ -366,37 +366,61 @@ spec:
 	}
 }
 
-// TestClusterThreeNodes is the demo cluster (bundles/demo/cluster.yaml):
-// both workers are powered on before the control plane, all three become
-// Ready, and pods on the two workers reach each other through a Service.
+// TestClusterThreeNodes is the demo cluster (bundles/demo/cluster.yaml)
+// with the whole demo platform, Harbor included: both workers are powered
+// on before the control plane, all three become Ready, pods on the two
+// workers reach each other through a Service, and Harbor holds the bundle
+// (checkHarbor).
 func TestClusterThreeNodes(t *testing.T) {
 	e2e(t)
+	c := threeNodes(t, "", harborReleaseTimeout)
+	checkHarbor(t, c, "w1", "w2")
+}
+
+// TestClusterThreeNodesPlatform is the demo cluster with the demo platform
+// but Harbor (platform.disable): storage, MariaDB on a local-path volume
+// and hello, each behind its gate, with the releases' durations in the
+// figures.
+func TestClusterThreeNodesPlatform(t *testing.T) {
+	e2e(t)
+	threeNodes(t, "platform:\n  disable: [harbor]\n", 0)
+}
+
+// threeNodes boots the demo cluster (its cluster.yaml plus extra) until
+// every node is ready, cp1 waiting platformWait longer than the others,
+// records the figures and checks the workload across the two workers.
+func threeNodes(t *testing.T, extra string, platformWait time.Duration) *cluster.Cluster {
+	t.Helper()
 	demo, err := os.ReadFile("../bundles/demo/cluster.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Three nodes have 4 vCPUs on this host's 2 cores: the workers yield
 	// some of it to the control plane (see cluster.Options.WorkerNice).
-	c := newCluster(t, string(demo), 2)
+	c := newCluster(t, string(demo)+extra, 2)
 	start := time.Now()
 	vms := map[string]*vm.VM{"w1": c.Boot("w1"), "w2": c.Boot("w2"), "cp1": c.Boot("cp1")}
 	for _, name := range []string{"cp1", "w1", "w2"} {
 		// The nodes' lines are read one after the other: a worker's may
 		// have come long before (the figures below have each node's own).
-		// cp1's comes after the whole platform, Harbor's release (which
-		// may take its timeout) and the push of the bundle into Harbor.
+		// cp1's comes after the whole platform (with Harbor: its release,
+		// which may take its timeout, and the push of the bundle).
 		bound := clusterTimeout
 		if name == "cp1" {
-			bound += harborReleaseTimeout
+			bound += platformWait
 		}
 		_, at := vms[name].Expect(cluster.ReadyLine(c.Node(name)), bound)
 		t.Logf("%s ready (line read %s after its power-on)", name, at.Round(time.Second))
 	}
 	t.Logf("all nodes ready %s after the first power-on", time.Since(start).Round(time.Second))
 	checkNodesReady(t, c)
-	recordFigures(t, c, "three nodes")
+	what := "three nodes"
+	if extra != "" {
+		what += " (" + strings.TrimSpace(strings.ReplaceAll(extra, "\n", " ")) + ")"
+	}
+	recordFigures(t, c, what)
 	checkWorkload(t, c, "w2", "w1")
-	checkHarbor(t, c, "w1", "w2")
+	return c
 }
 
 // checkHarbor follows the demo platform's Harbor: the first control plane
