@@ -608,7 +608,11 @@ func (in *installer) install(ctx context.Context, r bundle.LockRelease) error {
 		if err := in.record(ctx, r, ReleasePending, p.digest, 0, nil); err != nil {
 			return err
 		}
-		in.e.Progress.Printf("release %s: applying %d objects into %s (timeout %s)", r.Name, len(p.objs), r.Namespace, timeout)
+		n := fmt.Sprintf("%d objects", len(p.objs))
+		if len(p.objs) == 1 {
+			n = "1 object"
+		}
+		in.e.Progress.Printf("release %s: applying %s into %s (timeout %s)", r.Name, n, r.Namespace, timeout)
 		if err := in.apply(ctx, r, p.objs); err != nil {
 			in.record(context.WithoutCancel(ctx), r, ReleaseFailed, p.digest, in.e.now().Sub(start).Seconds(), err)
 			return err
