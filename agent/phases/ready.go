@@ -294,8 +294,13 @@ func PlatformProgress(ctx context.Context, e *Env) string {
 	}
 	rs, err := ReleaseStatuses(ctx, e)
 	if err != nil {
-		first, _, _ := strings.Cut(err.Error(), "\n")
-		return fmt.Sprintf("platform: installed by %s; its progress is not readable yet (%s)", by, first)
+		why := "it has not started yet"
+		if msg := err.Error(); !strings.Contains(msg, "Forbidden") {
+			// Not the missing grant: say what (kubectl's last line).
+			lines := strings.Split(strings.TrimSpace(msg), "\n")
+			why = lines[len(lines)-1]
+		}
+		return fmt.Sprintf("platform: installed by %s; its progress is not readable yet (%s)", by, why)
 	}
 	var parts []string
 	done := 0
