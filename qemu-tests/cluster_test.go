@@ -38,6 +38,10 @@ const E2EEnv = "KPAAS_E2E"
 // software emulation.
 const clusterTimeout = 40 * time.Minute
 
+// platformTimeout bounds the demo platform without Harbor (storage,
+// MariaDB, hello) on three emulated nodes, on top of clusterTimeout.
+const platformTimeout = 30 * time.Minute
+
 // harborReleaseTimeout is the timeout of the demo platform's Harbor
 // release (bundles/demo.yaml): where the platform includes Harbor, the
 // first control plane's way to ready is longer by up to that much.
@@ -373,7 +377,7 @@ spec:
 // (checkHarbor).
 func TestClusterThreeNodes(t *testing.T) {
 	e2e(t)
-	c := threeNodes(t, "", harborReleaseTimeout)
+	c := threeNodes(t, "", platformTimeout+harborReleaseTimeout)
 	checkHarbor(t, c, "w1", "w2")
 }
 
@@ -383,7 +387,7 @@ func TestClusterThreeNodes(t *testing.T) {
 // figures.
 func TestClusterThreeNodesPlatform(t *testing.T) {
 	e2e(t)
-	threeNodes(t, "platform:\n  disable: [harbor]\n", 0)
+	threeNodes(t, "platform:\n  disable: [harbor]\n", platformTimeout)
 }
 
 // threeNodes boots the demo cluster (its cluster.yaml plus extra) until
