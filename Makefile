@@ -46,8 +46,12 @@ demo-cluster: ## Boot the demo cluster (3 nodes from out/demo.qcow2) under QEMU 
 	$(GO) run ./qemu-tests/cmd/demo-cluster --image $(OUT)/demo.qcow2 --site $(OUT)/demo-site --dir $(OUT)/demo-cluster --kubectl $(OUT)/mirror/files/kubectl
 
 .PHONY: e2e
-e2e: ## Run every QEMU cluster scenario (software emulation; three to five hours on 2 cores; root)
+e2e: toolchain os ## Run every QEMU cluster scenario (software emulation; three to five hours on 2 cores; root)
 	KPAAS_E2E=1 KPAAS_CLUSTER_FIGURES=$(abspath $(OUT))/cluster-figures.jsonl $(GO) test -tags qemu -v -count=1 -timeout 330m -run 'TestCluster' ./qemu-tests/
+
+.PHONY: os
+os: ## Build the node OS image with this tree's agent into out/os (root; cached: seconds when only the agent changed); the QEMU tests boot it
+	$(GO) run ./builder/cmd/kpaas os build images/debian-12.yaml -o $(OUT)/os
 
 .PHONY: toolchain
 toolchain: ## Build the Kubernetes node toolchain and images from Go modules into out/mirror (cached)
@@ -62,7 +66,7 @@ test: ## Run the tests (installs host tools first when run as root in CI)
 	hack/test.sh
 
 .PHONY: qemu-test
-qemu-test: ## Boot the OS image under QEMU (software emulation; a few minutes; root)
+qemu-test: toolchain os ## Boot the OS image under QEMU (software emulation; a few minutes; root)
 	$(GO) test -tags qemu -v -timeout 30m ./qemu-tests/
 
 .PHONY: bench
