@@ -1,14 +1,13 @@
 package phases_test
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -31,21 +30,26 @@ const (
 	missingRef = "docker.io/library/busybox:0.0-not-in-the-bundle"
 )
 
-// nodeManifests are the releases' manifests of the node test.
-var nodeManifests = map[string]string{
-	"app": `apiVersion: apps/v1
+// sleeper is a Deployment of one pod that sleeps in image.
+func sleeper(name, image string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
-metadata: {name: app}
+metadata: {name: %[1]s}
 spec:
   replicas: 1
-  selector: {matchLabels: {app: app}}
+  selector: {matchLabels: {app: %[1]s}}
   template:
-    metadata: {labels: {app: app}}
+    metadata: {labels: {app: %[1]s}}
     spec:
       terminationGracePeriodSeconds: 1
       containers:
-      - {name: app, image: ` + busyboxRef + `, command: [sleep, "3600"]}
-`,
+      - {name: %[1]s, image: %[2]s, command: [sleep, "3600"]}
+`, name, image)
+}
+
+// nodeManifests are the releases' manifests of the node test.
+var nodeManifests = map[string]string{
+	"app": sleeper("app", busyboxRef),
 	"job": `apiVersion: batch/v1
 kind: Job
 metadata: {name: hello}
@@ -57,19 +61,7 @@ spec:
       containers:
       - {name: hello, image: ` + busyboxRef + `, command: [sh, -c, "test -x /bin/busybox"]}
 `,
-	"broken": `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: broken}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: broken}}
-  template:
-    metadata: {labels: {app: broken}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - {name: broken, image: ` + missingRef + `, command: [sleep, "3600"]}
-`,
+	"broken": sleeper("broken", missingRef),
 	"after-broken": `apiVersion: v1
 kind: ConfigMap
 metadata: {name: after-broken}
@@ -89,63 +81,22 @@ func nodeBundle(t *testing.T, dir, layoutDir string, refs []string, manifests ma
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := bundle.Create(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := s.NewWriter()
-	lock := &bundle.Lock{APIVersion: "kpaas.dev/v1alpha1", Kind: bundle.LockKind, Name: "node-test", Version: "1", KubernetesVersion: "v1.35.4", Platform: p}
-	var ds []v1.Descriptor
+	b := newTestBundle(t, dir, "node-test", p)
 	for _, ref := range refs {
-		var found bool
-		for _, m := range im.Manifests {
-			if m.Annotations["org.opencontainers.image.ref.name"] != ref {
-				continue
-			}
-			img, err := idx.Image(m.Digest)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := w.WriteImage(context.Background(), img)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ds = append(ds, bundle.Annotate(d, bundle.KindImage, ref))
-			lock.Artifacts = append(lock.Artifacts, bundle.LockArtifact{Kind: bundle.KindImage, Ref: ref, Digest: d.Digest.String(), MediaType: string(d.MediaType)})
-			found = true
-			break
-		}
-		if !found {
+		i := slices.IndexFunc(im.Manifests, func(m v1.Descriptor) bool { return m.Annotations["org.opencontainers.image.ref.name"] == ref })
+		if i < 0 {
 			testenv.SkipOrFailf(t, "%s is not in the toolchain's image layout %s (run kpaas toolchain build)", ref, layoutDir)
 		}
+		img, err := idx.Image(im.Manifests[i].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.addImage(ref, img)
 	}
 	for name, data := range manifests {
-		h, size, err := w.WriteBytes([]byte(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.WriteBytes(bundle.EmptyJSON)
-		raw, err := bundle.FileManifest(v1.Descriptor{Digest: h, Size: size}, name+".yaml", "1", "0644", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		mh, msize, err := w.WriteBytes(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref := "kpaas.local/manifests/" + name + ":1"
-		d := v1.Descriptor{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: mh, Size: msize}
-		ds = append(ds, bundle.Annotate(d, bundle.KindFile, ref))
-		lock.Artifacts = append(lock.Artifacts, bundle.LockArtifact{Kind: bundle.KindFile, Ref: ref, Digest: mh.String(), MediaType: string(d.MediaType)})
+		b.addManifests(name, []byte(data))
 	}
-	if err := s.SetEntries(ds); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := lock.Marshal()
-	if _, err := s.WriteFile(bundle.LockFile, b); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return b.done()
 }
 
 // The platform on a real node: a kubelet and containerd on this host
@@ -169,9 +120,8 @@ func TestPlatformOnRealNode(t *testing.T) {
 
 	// The node's seed over the bundle, recording what it serves, and
 	// containerd's hosts.toml for each upstream pointing at it.
-	var logMu sync.Mutex
-	var seedLog bytes.Buffer
-	srv, err := seed.New(store, seed.WithLogger(slog.New(slog.NewTextHandler(lockedBuffer{&logMu, &seedLog}, nil))))
+	var seedLog testenv.LockedBuffer
+	srv, err := seed.New(store, seed.WithLogger(slog.New(slog.NewTextHandler(&seedLog, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,23 +187,10 @@ func TestPlatformOnRealNode(t *testing.T) {
 	if _, err := k.KubectlErr(nil, "-n", "broken", "get", "configmap", "after-broken"); err == nil {
 		t.Errorf("the release after the failed one was applied")
 	}
-	logMu.Lock()
 	served := seedLog.String()
-	logMu.Unlock()
 	for _, repo := range []string{"registry.k8s.io/pause", "docker.io/library/busybox"} {
 		if !strings.Contains(served, "repository="+repo+" ") {
 			t.Errorf("the seed did not serve %s:\n%s", repo, served)
 		}
 	}
-}
-
-type lockedBuffer struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (l lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
 }

@@ -67,27 +67,84 @@ func (r *realKubectl) count(prefix string) int {
 	return count(r.lines, prefix)
 }
 
-// platformBundle writes a bundle holding the test chart, the test
-// manifests and a lock whose platform section is p.
-func platformBundle(t *testing.T, dir string, p *bundle.LockPlatform) {
+// testBundle writes a bundle for the platform tests: artifacts added one
+// by one, then done writes the entries and the lock.
+type testBundle struct {
+	t    *testing.T
+	s    *bundle.Store
+	w    *bundle.Writer
+	lock *bundle.Lock
+	ds   []v1.Descriptor
+}
+
+func newTestBundle(t *testing.T, dir, name string, p *bundle.LockPlatform) *testBundle {
 	t.Helper()
 	s, err := bundle.Create(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := s.NewWriter()
-	lock := &bundle.Lock{APIVersion: "kpaas.dev/v1alpha1", Kind: bundle.LockKind, Name: "test", Version: "1", KubernetesVersion: "v1.35.4", Platform: p}
-	var ds []v1.Descriptor
-	add := func(kind bundle.Kind, ref string, raw []byte, la bundle.LockArtifact) {
-		h, size, err := w.WriteBytes(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := v1.Descriptor{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: h, Size: size}
-		ds = append(ds, bundle.Annotate(d, kind, ref))
-		la.Kind, la.Ref, la.Digest, la.MediaType = kind, ref, h.String(), string(d.MediaType)
-		lock.Artifacts = append(lock.Artifacts, la)
+	return &testBundle{t: t, s: s, w: s.NewWriter(),
+		lock: &bundle.Lock{APIVersion: "kpaas.dev/v1alpha1", Kind: bundle.LockKind, Name: name, Version: "1", KubernetesVersion: "v1.35.4", Platform: p}}
+}
+
+// add records the artifact ref whose manifest is raw (its blobs written).
+func (b *testBundle) add(kind bundle.Kind, ref string, raw []byte, la bundle.LockArtifact) {
+	b.t.Helper()
+	h, size, err := b.w.WriteBytes(raw)
+	if err != nil {
+		b.t.Fatal(err)
 	}
+	d := v1.Descriptor{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: h, Size: size}
+	b.ds = append(b.ds, bundle.Annotate(d, kind, ref))
+	la.Kind, la.Ref, la.Digest, la.MediaType = kind, ref, h.String(), string(d.MediaType)
+	b.lock.Artifacts = append(b.lock.Artifacts, la)
+}
+
+// addManifests adds data as the file NAME.yaml, artifact
+// kpaas.local/manifests/NAME:1.
+func (b *testBundle) addManifests(name string, data []byte) {
+	b.t.Helper()
+	h, size, err := b.w.WriteBytes(data)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.w.WriteBytes(bundle.EmptyJSON)
+	raw, err := bundle.FileManifest(v1.Descriptor{Digest: h, Size: size}, name+".yaml", "1", "0644", "")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.add(bundle.KindFile, "kpaas.local/manifests/"+name+":1", raw, bundle.LockArtifact{})
+}
+
+// addImage adds img as the image ref.
+func (b *testBundle) addImage(ref string, img v1.Image) {
+	b.t.Helper()
+	d, err := b.w.WriteImage(context.Background(), img)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.ds = append(b.ds, bundle.Annotate(d, bundle.KindImage, ref))
+	b.lock.Artifacts = append(b.lock.Artifacts, bundle.LockArtifact{Kind: bundle.KindImage, Ref: ref, Digest: d.Digest.String(), MediaType: string(d.MediaType)})
+}
+
+// done writes the entries and the lock.
+func (b *testBundle) done() *bundle.Store {
+	b.t.Helper()
+	if err := b.s.SetEntries(b.ds); err != nil {
+		b.t.Fatal(err)
+	}
+	raw, _ := b.lock.Marshal()
+	if _, err := b.s.WriteFile(bundle.LockFile, raw); err != nil {
+		b.t.Fatal(err)
+	}
+	return b.s
+}
+
+// platformBundle writes a bundle holding the test chart, the test
+// manifests and a lock whose platform section is p.
+func platformBundle(t *testing.T, dir string, p *bundle.LockPlatform) {
+	t.Helper()
+	b := newTestBundle(t, dir, "test", p)
 	// The chart, packaged as helm does.
 	c, err := loader.LoadDir("testdata/platform/charts/app")
 	if err != nil {
@@ -99,13 +156,13 @@ func platformBundle(t *testing.T, dir string, p *bundle.LockPlatform) {
 	}
 	archive, _ := os.ReadFile(tgz)
 	cfg, _ := json.Marshal(c.Metadata)
-	ch, chs, _ := w.WriteBytes(cfg)
-	lh, ls, _ := w.WriteBytes(archive)
+	ch, chs, _ := b.w.WriteBytes(cfg)
+	lh, ls, _ := b.w.WriteBytes(archive)
 	raw, err := bundle.ChartManifest(v1.Descriptor{Digest: ch, Size: chs}, v1.Descriptor{Digest: lh, Size: ls}, "app", "0.1.0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	add(bundle.KindChart, "kpaas.local/charts/app:0.1.0", raw, bundle.LockArtifact{Chart: &bundle.LockChart{
+	b.add(bundle.KindChart, "kpaas.local/charts/app:0.1.0", raw, bundle.LockArtifact{Chart: &bundle.LockChart{
 		Name: "app", Version: "0.1.0", Release: "app", Namespace: "app", Values: map[string]any{"replicas": 0},
 	}})
 	for _, m := range []string{"crds", "broken", "owned-v1", "owned-v2"} {
@@ -113,21 +170,9 @@ func platformBundle(t *testing.T, dir string, p *bundle.LockPlatform) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, size, _ := w.WriteBytes(data)
-		w.WriteBytes(bundle.EmptyJSON)
-		raw, err := bundle.FileManifest(v1.Descriptor{Digest: h, Size: size}, m+".yaml", "1", "0644", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		add(bundle.KindFile, "kpaas.local/manifests/"+m+":1", raw, bundle.LockArtifact{})
+		b.addManifests(m, data)
 	}
-	if err := s.SetEntries(ds); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := lock.Marshal()
-	if _, err := s.WriteFile(bundle.LockFile, b); err != nil {
-		t.Fatal(err)
-	}
+	b.done()
 }
 
 // platformEnv is the first control plane of the test site, whose kubectl

@@ -1,13 +1,11 @@
 package toolchain
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -22,6 +20,7 @@ import (
 	"kpaas.dev/appliance/internal/harbor/harborlocal"
 	"kpaas.dev/appliance/internal/push"
 	"kpaas.dev/appliance/internal/seed"
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // TestContainerdPullsThroughHarbor checks the registry configuration every
@@ -45,17 +44,14 @@ func TestContainerdPullsThroughHarbor(t *testing.T) {
 	}
 
 	// The seed over the node's bundle, recording what it serves.
-	var logMu sync.Mutex
-	var seedLog bytes.Buffer
-	srv, err := seed.New(node, seed.WithLogger(slog.New(slog.NewTextHandler(lockedWriter{&logMu, &seedLog}, nil))))
+	var seedLog testenv.LockedBuffer
+	srv, err := seed.New(node, seed.WithLogger(slog.New(slog.NewTextHandler(&seedLog, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	served := func(repo string) bool {
-		logMu.Lock()
-		defer logMu.Unlock()
 		return strings.Contains(seedLog.String(), "repository="+repo)
 	}
 
@@ -116,17 +112,6 @@ func TestContainerdPullsThroughHarbor(t *testing.T) {
 	if !served("docker.io/library/alpha") {
 		t.Errorf("with Harbor down, %s did not come from the seed:\n%s", alpha, seedLog.String())
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 func randomImage(t *testing.T) v1.Image {

@@ -9,9 +9,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // bareHost has nothing installed.
@@ -68,30 +69,12 @@ func TestBuildChecksPrerequisitesFirst(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the heartbeat's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestComponentAnnouncesAndHeartbeats: a component that is compiled says
 // what it builds and its expected cold time when it starts, then that it
 // is still building, with the elapsed time, while it runs; a cached one
 // says nothing until it is done.
 func TestComponentAnnouncesAndHeartbeats(t *testing.T) {
-	var out syncBuffer
+	var out testenv.LockedBuffer
 	opts := &Options{CacheDir: t.TempDir(), Progress: &out, Log: &out, Heartbeat: 20 * time.Millisecond}
 	b := &builder{opts: opts, resolver: &resolver{ctx: context.Background()}}
 	b.resolver.b = b
@@ -121,7 +104,7 @@ func TestComponentAnnouncesAndHeartbeats(t *testing.T) {
 		t.Errorf("heartbeat lines after the component finished: %q", out.String())
 	}
 
-	var again syncBuffer
+	var again testenv.LockedBuffer
 	opts.Progress = &again
 	if _, cached, err := b.component(context.Background(), slow, "phase slow (1/2)"); err != nil || !cached || again.String() != "" {
 		t.Errorf("cached component: cached %v, %v, progress %q; want it silent", cached, err, again.String())

@@ -1,10 +1,8 @@
 package toolchain
 
 import (
-	"archive/tar"
 	"context"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,18 +131,7 @@ func startContainerd(t *testing.T, bin string) func(args ...string) (string, err
 	t.Helper()
 	// ctr puts task cgroups below /kpaas-test in every v1 hierarchy; remove
 	// the (then empty) folders once containerd stopped.
-	t.Cleanup(func() {
-		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/kpaas-test")
-		for _, d := range dirs {
-			subs, _ := filepath.Glob(d + "/*/")
-			for _, sub := range subs {
-				if st, err := os.Stat(sub); err == nil && st.IsDir() {
-					os.Remove(sub)
-				}
-			}
-			os.Remove(d)
-		}
-	})
+	t.Cleanup(func() { testenv.RemoveEmptyCgroups("kpaas-test") })
 	dir, err := os.MkdirTemp("", "ctdtest-")
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +197,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 func startContainerdWith(t *testing.T, bin, lay string) func(args ...string) (string, error) {
 	t.Helper()
 	archive := lay + ".tar"
-	if err := tarDir(lay, archive); err != nil {
+	if err := testenv.TarTree(lay, archive); err != nil {
 		t.Fatal(err)
 	}
 	ctr := startContainerd(t, bin)
@@ -256,28 +243,4 @@ func cachedImagesLayout(t *testing.T, cache, dir string, refs ...string) string 
 		}
 	}
 	return lay
-}
-
-// tarDir writes the files below dir into a tar at dest (paths relative).
-func tarDir(dir, dest string) error {
-	f, err := os.Create(dest)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		return addFile(tw, path, rel, 0o644, time.Unix(0, 0))
-	})
-	if err != nil {
-		return err
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return f.Close()
 }

@@ -1,10 +1,7 @@
 package kubetest
 
 import (
-	"archive/tar"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,18 +48,7 @@ func nodeAllowed(t testing.TB, o options) {
 	// remove the (then empty) folders after everything stopped, if we
 	// made them. Registered before Start's own cleanup, so it runs after.
 	if _, err := os.Stat("/sys/fs/cgroup/memory/k8s.io"); os.IsNotExist(err) {
-		t.Cleanup(func() {
-			dirs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
-			for _, d := range dirs {
-				subs, _ := filepath.Glob(d + "/*/")
-				for _, sub := range subs {
-					if st, err := os.Stat(sub); err == nil && st.IsDir() {
-						os.Remove(sub)
-					}
-				}
-				os.Remove(d)
-			}
-		})
+		t.Cleanup(func() { testenv.RemoveEmptyCgroups("k8s.io") })
 	}
 }
 
@@ -125,7 +111,7 @@ state = %q
 	}
 	if o.hostsDir == "" {
 		archive := filepath.Join(dir, "images.tar")
-		if err := tarTree(imageLayout(e.BinDir), archive); err != nil {
+		if err := testenv.TarTree(imageLayout(e.BinDir), archive); err != nil {
 			return err
 		}
 		if out, err := exec.Command(filepath.Join(e.BinDir, "ctr"), "--address", sock, "-n", "k8s.io", "images", "import", archive).CombinedOutput(); err != nil {
@@ -215,38 +201,4 @@ func (e *Env) stopKubelet(sock string) {
 	if err != nil {
 		e.t.Logf("crictl rmp -fa: %v\n%s", err, out)
 	}
-}
-
-// tarTree writes the files below dir into a tar at dest.
-func tarTree(dir, dest string) error {
-	f, err := os.Create(dest)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	err = filepath.WalkDir(dir+"/", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		st, err := os.Stat(p)
-		if err != nil {
-			return err
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: 0o644, Size: st.Size(), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		in, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		_, err = io.Copy(tw, in)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -20,6 +19,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/testenv"
 )
 
 // Media types of Helm charts stored as OCI artifacts.
@@ -220,30 +220,12 @@ func writeManifest(t testing.TB, w *bundle.Writer, mt types.MediaType, m any) v1
 
 // serve starts the seed for f on 127.0.0.1 and returns its host:port and
 // the log it writes.
-func (f *fixture) serve(t testing.TB, opts ...Option) (string, *syncBuffer) {
+func (f *fixture) serve(t testing.TB, opts ...Option) (string, *testenv.LockedBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.LockedBuffer{}
 	opts = append([]Option{WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}, opts...)
 	srv := must(New(f.store, opts...))(t)
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	return strings.TrimPrefix(ts.URL, "http://"), logs
-}
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,11 +1,16 @@
 package testenv
 
 import (
+	"archive/tar"
+	"bytes"
 	"fmt"
+	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -157,4 +162,76 @@ func FreePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// RemoveEmptyCgroups removes the folder name below every cgroup v1
+// hierarchy (/sys/fs/cgroup/*/name), with the empty folders in it, once
+// the processes that used them stopped: containerd puts its tasks' and
+// pods' cgroups below such a folder and leaves it behind.
+func RemoveEmptyCgroups(name string) {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
+	for _, d := range dirs {
+		subs, _ := filepath.Glob(d + "/*/")
+		for _, sub := range subs {
+			if st, err := os.Stat(sub); err == nil && st.IsDir() {
+				os.Remove(sub)
+			}
+		}
+		os.Remove(d)
+	}
+}
+
+// LockedBuffer is a buffer that concurrent writers (a logger's handler)
+// and a test reading it may share.
+type LockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String is what was written so far.
+func (l *LockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TarTree writes the files below dir into a tar at dest, named by their
+// paths below dir (what `ctr images import` takes for an image layout).
+func TarTree(dir, dest string) error {
+	f, err := os.Create(dest)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	err = filepath.WalkDir(dir+"/", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: 0o644, Size: st.Size(), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		_, err = io.Copy(tw, in)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
 }
