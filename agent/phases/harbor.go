@@ -200,7 +200,7 @@ func (in *installer) harborRecord(ctx context.Context, data map[string]string) e
 	if err != nil {
 		return err
 	}
-	_, err = in.kubectlIn(ctx, b, false, "apply", "--server-side", "--force-conflicts", "--field-manager", fieldManager, "-f", "-")
+	_, err = in.kubectlIn(ctx, b, false, applyArgs("-")...)
 	return err
 }
 

@@ -440,7 +440,7 @@ func (m *machine) script() {
 		}
 		return exectest.Response{Stdout: "node/" + node}
 	})
-	f.On("kubectl --kubeconfig /etc/kubernetes/admin.conf apply --server-side --force-conflicts --field-manager kpaas-agent -f /usr/share/kpaas/network", func(exec.Cmd) exectest.Response {
+	f.On("kubectl --kubeconfig /etc/kubernetes/admin.conf apply --server-side --force-conflicts --field-manager kpaas-agent --validate=false -f /usr/share/kpaas/network", func(exec.Cmd) exectest.Response {
 		cs := st.cluster
 		cs.mu.Lock()
 		cs.network = true

@@ -70,8 +70,7 @@ func network() Phase {
 				if len(ms) == 0 {
 					return fmt.Errorf("the media carry no pod network manifests in %s (a bundle file artifact with that target)", NetworkManifests)
 				}
-				if _, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", adminConf, "apply", "--server-side", "--force-conflicts",
-					"--field-manager", "kpaas-agent", "-f", NetworkManifests); err != nil {
+				if _, err := e.Host.Run(ctx, "kubectl", append([]string{"--kubeconfig", adminConf}, applyArgs(NetworkManifests)...)...); err != nil {
 					return retry.Retryable(err)
 				}
 			}

@@ -41,6 +41,20 @@ const (
 	fieldManager     = "kpaas-agent"
 )
 
+// applyArgs are kubectl's arguments for the one way the agent applies
+// objects (from file, "-" for stdin): server-side apply as the agent's
+// field manager, taking over fields others set. --validate=false spares
+// kubectl its download of the API server's OpenAPI documents, which it
+// makes only to learn whether it may ask for strict validation: on an
+// emulated control plane that download timed out (32 s) before the
+// first apply of every install. Nothing is lost: the API server refuses
+// a field the schema does not declare in a server-side apply whatever
+// kubectl asks, for built-in kinds and custom resources alike
+// (TestPlatformRefusesUnknownFields).
+func applyArgs(file string) []string {
+	return []string{"apply", "--server-side", "--force-conflicts", "--field-manager", fieldManager, "--validate=false", "-f", file}
+}
+
 // Release states in the records.
 const (
 	ReleasePending  = "pending"
@@ -429,7 +443,7 @@ func (in *installer) grantNodesRead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = in.kubectlIn(ctx, b, false, "apply", "--server-side", "--force-conflicts", "--field-manager", fieldManager, "-f", "-")
+	_, err = in.kubectlIn(ctx, b, false, applyArgs("-")...)
 	return err
 }
 
@@ -570,7 +584,7 @@ func (in *installer) applySecrets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = in.kubectlIn(ctx, b, true, "apply", "--server-side", "--force-conflicts", "--field-manager", fieldManager, "-f", "-")
+	_, err = in.kubectlIn(ctx, b, true, applyArgs("-")...)
 	return err
 }
 
@@ -697,7 +711,6 @@ func kindGone(err error) bool {
 // else, one kubectl per namespace the objects name.
 func (in *installer) apply(ctx context.Context, r bundle.LockRelease, objs []platform.Object) error {
 	crds, groups := platform.Split(objs)
-	args := []string{"apply", "--server-side", "--force-conflicts", "--field-manager", fieldManager}
 	nss := []platform.Object{namespaceObject(r.Namespace)}
 	seen := map[string]bool{r.Namespace: true}
 	for _, g := range groups {
@@ -706,7 +719,7 @@ func (in *installer) apply(ctx context.Context, r bundle.LockRelease, objs []pla
 			nss = append(nss, namespaceObject(g.Namespace))
 		}
 	}
-	if err := in.applyList(ctx, append(nss, crds...), args); err != nil {
+	if err := in.applyList(ctx, append(nss, crds...), ""); err != nil {
 		return err
 	}
 	// CRDs first, then everything but the resources of CRDs that are not
@@ -730,11 +743,11 @@ func (in *installer) apply(ctx context.Context, r bundle.LockRelease, objs []pla
 			}
 			now = append(now, o)
 		}
-		a := args
+		ns := ""
 		if g.Namespace == "" {
-			a = append(append([]string{}, args...), "-n", r.Namespace)
+			ns = r.Namespace
 		}
-		if err := in.applyList(ctx, now, a); err != nil {
+		if err := in.applyList(ctx, now, ns); err != nil {
 			return err
 		}
 	}
@@ -757,7 +770,7 @@ func (in *installer) apply(ctx context.Context, r bundle.LockRelease, objs []pla
 				return fmt.Errorf("CRDs %v wait for their conversion webhook's CA bundle", keys(w))
 			}
 		}
-		return in.applyList(ctx, later, args)
+		return in.applyList(ctx, later, "")
 	}
 	return nil
 }
@@ -810,7 +823,9 @@ func keys(m map[string]bool) []string {
 	return out
 }
 
-func (in *installer) applyList(ctx context.Context, objs []platform.Object, args []string) error {
+// applyList applies objs, in namespace ns where they name none (unless
+// ns is empty).
+func (in *installer) applyList(ctx context.Context, objs []platform.Object, ns string) error {
 	if len(objs) == 0 {
 		return nil
 	}
@@ -818,8 +833,12 @@ func (in *installer) applyList(ctx context.Context, objs []platform.Object, args
 	if err != nil {
 		return err
 	}
+	args := applyArgs("-")
+	if ns != "" {
+		args = append(args, "-n", ns)
+	}
 	for {
-		_, err = in.kubectlIn(ctx, b, true, append(args, "-f", "-")...)
+		_, err = in.kubectlIn(ctx, b, true, args...)
 		if err == nil || !webhookNotReady(err) {
 			return err
 		}
@@ -1042,7 +1061,7 @@ func (in *installer) record(ctx context.Context, r bundle.LockRelease, state, di
 	if err != nil {
 		return err
 	}
-	_, err = in.kubectlIn(ctx, b, false, "apply", "--server-side", "--force-conflicts", "--field-manager", fieldManager, "-f", "-")
+	_, err = in.kubectlIn(ctx, b, false, applyArgs("-")...)
 	return err
 }
 

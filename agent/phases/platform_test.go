@@ -165,7 +165,7 @@ func platformBundle(t *testing.T, dir string, p *bundle.LockPlatform) {
 	b.add(bundle.KindChart, "kpaas.local/charts/app:0.1.0", raw, bundle.LockArtifact{Chart: &bundle.LockChart{
 		Name: "app", Version: "0.1.0", Release: "app", Namespace: "app", Values: map[string]any{"replicas": 0},
 	}})
-	for _, m := range []string{"crds", "broken", "owned-v1", "owned-v2"} {
+	for _, m := range []string{"crds", "broken", "owned-v1", "owned-v2", "typos"} {
 		data, err := os.ReadFile("testdata/platform/manifests/" + m + ".yaml")
 		if err != nil {
 			t.Fatal(err)
@@ -361,6 +361,39 @@ func TestPlatformGateFailureOnRealAPIServer(t *testing.T) {
 		if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "configmap", "kpaas-release-"+rel, "-o", "jsonpath={.data.state}"); got != want {
 			t.Errorf("release %s: %q, want %q", rel, got, want)
 		}
+	}
+}
+
+// The agent applies without kubectl's client-side validation (applyArgs),
+// yet a misspelt field still fails the release, named in the error, for
+// a built-in kind and a custom resource alike: the API server checks a
+// server-side apply against the schema. Nothing of the object is
+// applied.
+func TestPlatformRefusesUnknownFields(t *testing.T) {
+	k := kubetest.Start(t, kubetest.WithControllerManager())
+	p := goodPlatform()
+	p.Releases = append(p.Releases, bundle.LockRelease{Name: "typos", Namespace: "typos", Manifests: "kpaas.local/manifests/typos:1",
+		DependsOn: []string{"crds"}, Timeout: "10m"})
+	e, r, out := platformEnv(t, k, p)
+	err := runPhase(e, platformPhase(t))
+	if err == nil {
+		t.Fatalf("no error:\n%s", out)
+	}
+	for _, want := range []string{".spec.replica: field not declared in schema", ".spec.colour: field not declared in schema"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q:\n%v", want, err)
+		}
+	}
+	if r.count("kubectl --kubeconfig /etc/kubernetes/admin.conf apply --server-side --force-conflicts --field-manager kpaas-agent --validate=false") == 0 {
+		t.Errorf("no apply without client-side validation:\n%s", strings.Join(r.lines, "\n"))
+	}
+	for _, obj := range []string{"deployment/typo", "widget/typo"} {
+		if _, err := k.KubectlErr(nil, "-n", "typos", "get", obj); err == nil {
+			t.Errorf("%s was applied", obj)
+		}
+	}
+	if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "configmap", "kpaas-release-typos", "-o", "jsonpath={.data.state}"); got != "failed" {
+		t.Errorf("release typos: %q", got)
 	}
 }
 

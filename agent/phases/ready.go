@@ -216,7 +216,7 @@ func PublishStatus(ctx context.Context, e *Env) error {
 	if err != nil {
 		return err
 	}
-	c := exec.Command("kubectl", "--kubeconfig", adminConf, "apply", "--server-side", "--force-conflicts", "--field-manager", "kpaas-agent", "-f", "-")
+	c := exec.Command("kubectl", append([]string{"--kubeconfig", adminConf}, applyArgs("-")...)...)
 	c.Stdin = b
 	_, err = e.Host.RunCmd(ctx, c)
 	return err
