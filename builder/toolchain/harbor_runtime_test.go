@@ -27,7 +27,8 @@ import (
 // host's), as the chart's Services would connect them:
 //
 //   - harbor-db initialises a cluster with Harbor's scripts (the registry
-//     database included) and passes its own health check;
+//     database included) on a volume and passes its own health check,
+//     after a first run killed in the middle of its initialisation;
 //   - redis-photon starts with Harbor's redis.conf and answers PING;
 //   - harbor-core runs its migrations from /harbor/migrations and reports
 //     core, database, Redis, registry, registryctl and jobservice healthy;
@@ -96,9 +97,42 @@ func TestHarborImagesRun(t *testing.T) {
 		return []string{"--mount", "type=bind,src=" + src + ",dst=" + dst + ",options=rbind:ro"}
 	}
 
-	// The database, as the chart's StatefulSet runs it.
+	// The database, as the chart's StatefulSet runs it, on a volume. A
+	// first run is killed in the middle of its initialisation (as a
+	// liveness probe or a power cut would): the next one starts it again.
 	pw := randomString(t)
-	run("db", "--env", "POSTGRES_PASSWORD="+pw, "--env", "PGDATA=/var/lib/postgresql/data/pgdata", refs["db"], "db")
+	data := filepath.Join(dir, "db-data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(data, 999, 999); err != nil {
+		t.Fatal(err)
+	}
+	dbArgs := func(id string) []string {
+		return []string{"--mount", "type=bind,src=" + data + ",dst=/var/lib/postgresql/data,options=rbind:rw",
+			"--env", "POSTGRES_PASSWORD=" + pw, "--env", "PGDATA=/var/lib/postgresql/data/pgdata", refs["db"], id}
+	}
+	run("db-cut", dbArgs("db-cut")...)
+	// initdb writes PG_VERSION among its first files; the whole
+	// initialisation takes seconds here, so the test looks often.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(data, "pgdata", "pg"+HarborPostgresVersion+".init", "PG_VERSION")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			tasks, _ := ctr("task", "ls")
+			t.Fatalf("db-cut did not start initialising in $PGDATA/pg%s.init within a minute\n%s", HarborPostgresVersion, tasks)
+		}
+	}
+	ctr("task", "kill", "-s", "SIGKILL", "db-cut")
+	eventually("db-cut gone", time.Minute, func() error {
+		_, err := ctr("task", "delete", "-f", "db-cut")
+		return err
+	})
+	if _, err := os.Stat(filepath.Join(data, "pgdata", "pg"+HarborPostgresVersion)); err == nil {
+		t.Fatalf("the initialisation was not cut short: make the test kill it earlier")
+	}
+	run("db", dbArgs("db")...)
 	eventually("harbor-db healthy", 3*time.Minute, func() error {
 		_, err := exec("db", "/docker-healthcheck.sh")
 		return err
@@ -106,6 +140,12 @@ func TestHarborImagesRun(t *testing.T) {
 	out, err := exec("db", "env", "PGPASSWORD="+pw, "psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "registry", "-tAc", "select count(*) from schema_migrations")
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || lines[len(lines)-1] != "0" {
 		t.Fatalf("the registry database Harbor's initial SQL creates: %v %q", err, out)
+	}
+	if logs, err := os.ReadFile(filepath.Join(data, "pgdata", "pg"+HarborPostgresVersion, "PG_VERSION")); err != nil || strings.TrimSpace(string(logs)) != HarborPostgresVersion {
+		t.Errorf("the database's PG_VERSION: %q (%v)", logs, err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "pgdata", "pg"+HarborPostgresVersion+".init")); err == nil {
+		t.Errorf("the initialisation folder is still there")
 	}
 	tasks, err := ctr("task", "ls")
 	if err != nil {

@@ -139,11 +139,15 @@ func harborImageSpecs() []imageSpec {
 				support("make/photon/db/upgrade.sh", "/upgrade.sh", 0o755),
 				support("make/photon/db/initial-registry.sql", "/docker-entrypoint-initdb.d/initial-registry.sql", 0o644),
 			},
-			// Not Harbor's health check: see harborDBHealthcheck.
-			Texts: []imageText{{Path: "/docker-healthcheck.sh", Mode: 0o755, Data: harborDBHealthcheck}},
+			// Not Harbor's health check: see harborDBHealthcheck; Harbor's
+			// entrypoint behind ours: see harborDBEntrypoint.
+			Texts: []imageText{
+				{Path: "/docker-healthcheck.sh", Mode: 0o755, Data: harborDBHealthcheck},
+				{Path: harborDBEntrypointPath, Mode: 0o755, Data: harborDBEntrypoint},
+			},
 			Users: []imageUser{{Name: "postgres", UID: 999, GID: 999, Home: "/var/lib/postgresql"}}, User: "postgres",
 			Env:        []string{"PATH=" + pgBin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PGDATA=/var/lib/postgresql/data"},
-			Entrypoint: []string{"/docker-entrypoint.sh", "", HarborPostgresVersion},
+			Entrypoint: []string{harborDBEntrypointPath, "", HarborPostgresVersion},
 		},
 		{
 			Ref: harborRepo + "redis-photon:" + HarborVersion, Version: HarborVersion, Labels: harbor,
@@ -190,6 +194,37 @@ db="${POSTGRES_DB:-$POSTGRES_USER}"
 export PGPASSWORD="${POSTGRES_PASSWORD:-}"
 exec psql --host localhost --username "$user" --dbname "$db" --quiet --no-align --tuples-only --command 'SELECT 1'
 `
+
+// harborDBEntrypoint is the database image's entrypoint, in front of
+// Harbor's (make/photon/db/docker-entrypoint.sh, same arguments). Harbor's
+// initialises a new database in place, in $PGDATA/pg15, and takes a folder
+// holding PG_VERSION for a finished one; initdb writes that file among its
+// first. An initialisation cut short (a liveness probe's kill on a slow
+// node, a power cut) therefore leaves a half-made database that Harbor's
+// entrypoint starts as if it were whole, and core never migrates it. This
+// one runs Harbor's own initPG (initdb.sh) in a sibling folder and renames
+// it into place once complete: an interrupted initialisation starts again
+// from nothing. Then Harbor's entrypoint runs, finds the database made and
+// starts PostgreSQL; upgrades from an older version's folder stay Harbor's.
+const harborDBEntrypoint = `#!/bin/bash
+# kpaas: initialise the database out of place, then run Harbor's entrypoint.
+set -e
+old="$1"
+new="$PGDATA/pg$2"
+if [ ! -s "$new/PG_VERSION" ] && { [ -z "$old" ] || [ ! -s "$PGDATA/pg$old/PG_VERSION" ]; }; then
+	source /initdb.sh
+	if [ -e "$new.init" ]; then
+		echo "kpaas: an earlier initialisation of $new was interrupted: starting it again"
+		rm -rf "$new.init"
+	fi
+	echo "kpaas: init DB, DB version:$2, in $new.init (renamed to $new once complete)"
+	initPG "$new.init" true
+	mv "$new.init" "$new"
+fi
+exec /docker-entrypoint.sh "$@"
+`
+
+const harborDBEntrypointPath = "/kpaas-db-entrypoint.sh"
 
 const portalStandInPage = `<!doctype html>
 <html><head><meta charset="utf-8"><title>Harbor</title></head>
