@@ -108,6 +108,7 @@ func TestHarborImagesRun(t *testing.T) {
 	if err := os.Chown(data, 999, 999); err != nil {
 		t.Fatal(err)
 	}
+	pg := filepath.Join(data, "pgdata", "pg"+HarborPostgresVersion) // $PGDATA/pg15
 	dbArgs := func(id string) []string {
 		return []string{"--mount", "type=bind,src=" + data + ",dst=/var/lib/postgresql/data,options=rbind:rw",
 			"--env", "POSTGRES_PASSWORD=" + pw, "--env", "PGDATA=/var/lib/postgresql/data/pgdata", refs["db"], id}
@@ -116,7 +117,7 @@ func TestHarborImagesRun(t *testing.T) {
 	// initdb writes PG_VERSION among its first files; the whole
 	// initialisation takes seconds here, so the test looks often.
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(filepath.Join(data, "pgdata", "pg"+HarborPostgresVersion+".init", "PG_VERSION")); err == nil {
+		if _, err := os.Stat(filepath.Join(pg+".init", "PG_VERSION")); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -129,7 +130,7 @@ func TestHarborImagesRun(t *testing.T) {
 		_, err := ctr("task", "delete", "-f", "db-cut")
 		return err
 	})
-	if _, err := os.Stat(filepath.Join(data, "pgdata", "pg"+HarborPostgresVersion)); err == nil {
+	if _, err := os.Stat(pg); err == nil {
 		t.Fatalf("the initialisation was not cut short: make the test kill it earlier")
 	}
 	run("db", dbArgs("db")...)
@@ -141,10 +142,10 @@ func TestHarborImagesRun(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || lines[len(lines)-1] != "0" {
 		t.Fatalf("the registry database Harbor's initial SQL creates: %v %q", err, out)
 	}
-	if logs, err := os.ReadFile(filepath.Join(data, "pgdata", "pg"+HarborPostgresVersion, "PG_VERSION")); err != nil || strings.TrimSpace(string(logs)) != HarborPostgresVersion {
-		t.Errorf("the database's PG_VERSION: %q (%v)", logs, err)
+	if v, err := os.ReadFile(filepath.Join(pg, "PG_VERSION")); err != nil || strings.TrimSpace(string(v)) != HarborPostgresVersion {
+		t.Errorf("the database's PG_VERSION: %q (%v)", v, err)
 	}
-	if _, err := os.Stat(filepath.Join(data, "pgdata", "pg"+HarborPostgresVersion+".init")); err == nil {
+	if _, err := os.Stat(pg + ".init"); err == nil {
 		t.Errorf("the initialisation folder is still there")
 	}
 	tasks, err := ctr("task", "ls")
