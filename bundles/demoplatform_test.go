@@ -1,7 +1,9 @@
 package bundles_test
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -89,7 +91,7 @@ func TestDemoPlatformAppliesToRealAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rs := renderPlatform(t, "demo.yaml", string(site))
+	_, rs, secrets := renderPlatform(t, "demo.yaml", string(site), nil)
 
 	built := map[string]bool{}
 	for _, ref := range toolchain.ImageRefs() {
@@ -115,6 +117,23 @@ func TestDemoPlatformAppliesToRealAPIServer(t *testing.T) {
 	}
 	checkNoDefaultSecrets(t, *harbor)
 	checkExecProbeTimeouts(t, *harbor, 10)
+	// Rendered again for the same site (a release applied again after a
+	// power cut or a gate's timeout), the platform is the same: nothing
+	// made up on a render rolls Harbor's core, job service or registry.
+	_, again, _ := renderPlatform(t, "demo.yaml", string(site), secrets)
+	for i, r := range rs {
+		if len(r.objs) != len(again[i].objs) {
+			t.Errorf("release %s renders %d objects, then %d", r.release.Name, len(r.objs), len(again[i].objs))
+			continue
+		}
+		for j, o := range r.objs {
+			a, _ := json.Marshal(o)
+			b, _ := json.Marshal(again[i].objs[j])
+			if !bytes.Equal(a, b) {
+				t.Errorf("release %s: %s %s renders differently the second time", r.release.Name, o.Kind(), o.Name())
+			}
+		}
+	}
 
 	if testing.Short() {
 		t.Skip("applies the demo platform to a real API server")

@@ -44,7 +44,9 @@ type rendered struct {
 // renderPlatform renders every release of manifest m as the agent does:
 // charts with the bundle's values and the release's (facts and secrets
 // put in), manifests with their placeholders substituted.
-func renderPlatform(t *testing.T, file, site string) (*bundlev1.Bundle, []rendered) {
+// secrets nil generates the site's platform secrets as `kpaas cluster
+// init` does; renderPlatform returns those it used.
+func renderPlatform(t *testing.T, file, site string, secrets map[string]string) (*bundlev1.Bundle, []rendered, map[string]string) {
 	t.Helper()
 	m, err := bundlev1.Load(file)
 	if err != nil {
@@ -54,13 +56,8 @@ func renderPlatform(t *testing.T, file, site string) (*bundlev1.Bundle, []render
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := map[string]string{}
-	for _, s := range m.Platform.Secrets {
-		pw, err := clustersecrets.Password(clustersecrets.PasswordLength) // as `kpaas cluster init` makes them
-		if err != nil {
-			t.Fatal(err)
-		}
-		secrets[s.Name] = pw
+	if secrets == nil {
+		secrets = siteSecrets(t, m)
 	}
 	lookup := platform.Lookup(platform.Facts(c, m.Platform.Facts), secrets)
 	base := filepath.Dir(file)
@@ -123,7 +120,33 @@ func renderPlatform(t *testing.T, file, site string) (*bundlev1.Bundle, []render
 		}
 		out = append(out, rendered{r, objs})
 	}
-	return m, out
+	return m, out, secrets
+}
+
+// siteSecrets generates m's platform secrets in a site folder as `kpaas
+// cluster init --bundle` does and reads them back as the agent does, by
+// reference (NAME, NAME/PART).
+func siteSecrets(t *testing.T, m *bundlev1.Bundle) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := clustersecrets.GeneratePlatform(dir, m.Platform.Secrets); err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]string{}
+	for _, s := range m.Platform.Secrets {
+		for _, part := range s.Parts() {
+			b, err := clustersecrets.ReadPlatform(dir, part.File)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := strings.TrimSpace(string(b))
+			if s.Type == bundlev1.SecretTLS {
+				v += "\n"
+			}
+			secrets[bundlev1.SecretRef(s.Name, part.Part)] = v
+		}
+	}
+	return secrets
 }
 
 // removedAfter125 are the API versions the bundle's objects use that
@@ -151,7 +174,7 @@ func normalize(t *testing.T, ref string) string {
 // the whole set must equal testdata/kpaas-1.4.1.images (-update rewrites
 // it after a deliberate change).
 func TestKPaaSPlatformAppliesToRealAPIServer(t *testing.T) {
-	m, rs := renderPlatform(t, "kpaas-1.4.1.yaml", kpaasSite)
+	m, rs, _ := renderPlatform(t, "kpaas-1.4.1.yaml", kpaasSite, nil)
 
 	listed := map[string]bool{}
 	for _, img := range m.Images {

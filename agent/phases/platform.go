@@ -101,7 +101,11 @@ func platformPhase() Phase {
 				out = append(out, "not installed at this site (platform.disable of the cluster config): "+strings.Join(d, ", "))
 			}
 			for _, s := range p.Secrets {
-				out = append(out, fmt.Sprintf("create Secret %s/%s from the config disk's %s", s.Namespace, s.Name, path.Join(PlatformSecrets, s.Name)))
+				var files []string
+				for _, part := range s.Parts() {
+					files = append(files, path.Join(PlatformSecrets, part.File))
+				}
+				out = append(out, fmt.Sprintf("create Secret %s/%s from the config disk's %s", s.Namespace, s.Name, strings.Join(files, ", ")))
 			}
 			levels, err := platform.Levels(releaseNodes(p))
 			if err != nil {
@@ -231,12 +235,17 @@ func newInstaller(e *Env) (*installer, error) {
 	}
 	var missing []string
 	for _, s := range p.Secrets {
-		v, err := readSecret(e, path.Join(PlatformSecrets, s.Name))
-		if err != nil {
-			missing = append(missing, s.Name)
-			continue
+		for _, part := range s.Parts() {
+			v, err := readSecret(e, path.Join(PlatformSecrets, part.File))
+			if err != nil {
+				missing = append(missing, bundlev1.SecretRef(s.Name, part.Part))
+				continue
+			}
+			if part.Part == "tls.crt" || part.Part == "tls.key" {
+				v += "\n" // PEM as written
+			}
+			in.secrets[bundlev1.SecretRef(s.Name, part.Part)] = v
 		}
-		in.secrets[s.Name] = v
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("the config disk lacks the platform secrets %s: make them with `kpaas cluster init --bundle MANIFEST` and write the first control plane's config disk again",
@@ -574,10 +583,18 @@ func (in *installer) applySecrets(ctx context.Context) error {
 		}
 	}
 	for _, s := range in.p.Secrets {
+		typ := "Opaque"
+		if s.Type == bundlev1.SecretTLS {
+			typ = "kubernetes.io/tls"
+		}
+		data := map[string]any{}
+		for _, part := range s.Parts() {
+			data[part.Key] = in.secrets[bundlev1.SecretRef(s.Name, part.Part)]
+		}
 		items = append(items, platform.Object{
-			"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+			"apiVersion": "v1", "kind": "Secret", "type": typ,
 			"metadata":   map[string]any{"name": s.Name, "namespace": s.Namespace, "labels": map[string]any{"app.kubernetes.io/managed-by": "kpaas"}},
-			"stringData": map[string]any{s.Key: in.secrets[s.Name]},
+			"stringData": data,
 		})
 	}
 	b, err := platform.Stream(items)

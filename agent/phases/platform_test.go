@@ -3,6 +3,8 @@ package phases_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
@@ -13,13 +15,16 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/crypto/bcrypt"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 
 	"kpaas.dev/appliance/agent/host"
 	"kpaas.dev/appliance/agent/phases"
+	bundlev1 "kpaas.dev/appliance/api/bundle/v1alpha1"
 	cluster "kpaas.dev/appliance/api/cluster/v1alpha1"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/clustersecrets"
 	"kpaas.dev/appliance/internal/exec"
 	"kpaas.dev/appliance/internal/kubetest"
 	"kpaas.dev/appliance/internal/names"
@@ -201,6 +206,16 @@ func platformEnvAt(t *testing.T, k *kubetest.Env, root string) (*phases.Env, *re
 	}
 	secrets := filepath.Join(names.ConfigDir, cluster.SecretsDir)
 	write(t, root, filepath.Join(secrets, phases.PlatformSecrets, "app-password"), []byte("correct-horse-battery\n"), 0o600)
+	// The others as `kpaas cluster init --bundle` makes them.
+	if lock.Platform != nil {
+		var specs []bundlev1.PlatformSecret
+		for _, s := range lock.Platform.Secrets {
+			specs = append(specs, bundlev1.PlatformSecret{Name: s.Name, Type: s.Type, Key: s.Key, Htpasswd: s.Htpasswd})
+		}
+		if _, err := clustersecrets.GeneratePlatform(filepath.Join(root, names.ConfigDir), specs); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r := &realKubectl{env: k}
 	out := &bytes.Buffer{}
 	return &phases.Env{
@@ -220,8 +235,11 @@ func runPhase(e *phases.Env, p phases.Phase) error {
 
 func goodPlatform() *bundle.LockPlatform {
 	return &bundle.LockPlatform{
-		Facts:   map[string]string{"greeting": "hello"},
-		Secrets: []bundle.LockSecret{{Name: "app-password", Namespace: "kpaas-system", Key: "password"}},
+		Facts: map[string]string{"greeting": "hello"},
+		Secrets: []bundle.LockSecret{
+			{Name: "app-password", Namespace: "kpaas-system", Key: "password", Htpasswd: "app"},
+			{Name: "app-token", Namespace: "app", Type: "tls"},
+		},
 		Releases: []bundle.LockRelease{
 			{Name: "app", Namespace: "app", Chart: "kpaas.local/charts/app:0.1.0", DependsOn: []string{"crds"}, Timeout: "10m",
 				Values: map[string]any{"password": "${secret:app-password}", "endpoint": "${fact:controlPlaneEndpoint}"},
@@ -246,8 +264,21 @@ func TestPlatformOnRealAPIServer(t *testing.T) {
 	if got := k.Kubectl(nil, "-n", "app", "get", "configmap", "app-settings", "-o", "jsonpath={.data.endpoint}/{.data.passwordLength}"); got != "10.0.0.11:6443/21" {
 		t.Errorf("app-settings = %q", got)
 	}
-	if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "secret", "app-password", "-o", "jsonpath={.data.password}"); got == "" {
-		t.Errorf("the platform secret was not created")
+	if got := k.Kubectl(nil, "-n", "kpaas-system", "get", "secret", "app-password", "-o", "jsonpath={.data.password}"); got != base64.StdEncoding.EncodeToString([]byte("correct-horse-battery")) {
+		t.Errorf("the platform secret was not created: %q", got)
+	}
+	// Its htpasswd line, made once from it; a key pair of type tls.
+	line, _ := base64.StdEncoding.DecodeString(k.Kubectl(nil, "-n", "kpaas-system", "get", "secret", "app-password", "-o", "jsonpath={.data.htpasswd}"))
+	if user, hash, _ := strings.Cut(string(line), ":"); user != "app" || bcrypt.CompareHashAndPassword([]byte(hash), []byte("correct-horse-battery")) != nil {
+		t.Errorf("app-password's htpasswd line %q", line)
+	}
+	if got := k.Kubectl(nil, "-n", "app", "get", "secret", "app-token", "-o", "jsonpath={.type}"); got != "kubernetes.io/tls" {
+		t.Errorf("app-token's type %q", got)
+	}
+	crt, _ := base64.StdEncoding.DecodeString(k.Kubectl(nil, "-n", "app", "get", "secret", "app-token", "-o", "jsonpath={.data.tls\\.crt}"))
+	key, _ := base64.StdEncoding.DecodeString(k.Kubectl(nil, "-n", "app", "get", "secret", "app-token", "-o", "jsonpath={.data.tls\\.key}"))
+	if _, err := tls.X509KeyPair(crt, key); err != nil {
+		t.Errorf("app-token's certificate and key: %v", err)
 	}
 	k.Kubectl(nil, "-n", "crds", "get", "widget", "first")
 	var st []phases.ReleaseStatus

@@ -169,7 +169,7 @@ func (st *state) lockPlatform() *bundle.LockPlatform {
 	}
 	lp := &bundle.LockPlatform{Facts: p.Facts, Releases: []bundle.LockRelease{}}
 	for _, s := range p.Secrets {
-		lp.Secrets = append(lp.Secrets, bundle.LockSecret{Name: s.Name, Namespace: s.Namespace, Key: s.Key, Description: s.Description})
+		lp.Secrets = append(lp.Secrets, bundle.LockSecret{Name: s.Name, Namespace: s.Namespace, Type: s.Type, Key: s.Key, Htpasswd: s.Htpasswd, Description: s.Description})
 	}
 	for _, a := range st.platform {
 		r := a.spec

@@ -13,8 +13,8 @@ import (
 	"kpaas.dev/appliance/internal/clustersecrets"
 )
 
-// generatePlatformSecrets makes the platform secrets the bundle manifest
-// at file declares that dir lacks, and returns their names.
+// generatePlatformSecrets makes the platform secrets' files the bundle
+// manifest at file declares that dir lacks, and returns their names.
 func generatePlatformSecrets(dir, file string) ([]string, error) {
 	b, err := bundlev1.Load(file)
 	if err != nil {
@@ -23,11 +23,7 @@ func generatePlatformSecrets(dir, file string) ([]string, error) {
 	if b.Platform == nil || len(b.Platform.Secrets) == 0 {
 		return nil, nil
 	}
-	var names []string
-	for _, s := range b.Platform.Secrets {
-		names = append(names, s.Name)
-	}
-	return clustersecrets.GeneratePlatform(dir, names)
+	return clustersecrets.GeneratePlatform(dir, b.Platform.Secrets)
 }
 
 // platformSecret is one row of `kpaas cluster secrets`.
@@ -43,7 +39,7 @@ func newClusterSecretsCmd(s *streams) *cobra.Command {
 	var show, bundle string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "secrets DIR [--bundle FILE] [--show NAME]",
+		Use:   "secrets DIR [--bundle FILE] [--show NAME[/PART]]",
 		Short: "List the platform's per-cluster secrets (passwords) of a site; print one with --show",
 		Long: `Secrets lists the platform secrets in DIR/secrets/platform (made by
 kpaas cluster init --bundle): names and files, never their content.
@@ -51,7 +47,8 @@ kpaas cluster init --bundle): names and files, never their content.
 --bundle FILE first generates the secrets FILE's platform declares that DIR
 lacks (existing ones are kept), and names the Kubernetes Secret each
 becomes. --show NAME prints that one secret, and nothing else, on standard
-output: the password an operator types into Harbor, Keycloak or the portal.`,
+output: the password an operator types into Harbor, Keycloak or the portal.
+A secret's other parts are NAME/htpasswd, NAME/tls.crt and NAME/tls.key.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
@@ -89,8 +86,9 @@ output: the password an operator types into Harbor, Keycloak or the portal.`,
 			var rows []platformSecret
 			for _, n := range names {
 				name := strings.TrimPrefix(n, clustersecrets.PlatformDir+"/")
-				r := described[name]
-				r.Name, r.Path = name, filepath.Join(dir, "secrets", filepath.FromSlash(n))
+				r := described[strings.SplitN(name, ".", 2)[0]]
+				// A part's file, NAME.PART, is shown as --show takes it.
+				r.Name, r.Path = strings.Replace(name, ".", "/", 1), filepath.Join(dir, "secrets", filepath.FromSlash(n))
 				rows = append(rows, r)
 			}
 			if asJSON {
@@ -104,7 +102,11 @@ output: the password an operator types into Harbor, Keycloak or the portal.`,
 			for _, r := range rows {
 				ks := ""
 				if r.Namespace != "" {
-					ks = r.Namespace + "/" + r.Name
+					base, part, ok := strings.Cut(r.Name, "/")
+					ks = r.Namespace + "/" + base
+					if ok {
+						ks += " (" + part + ")"
+					}
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, ks, r.Path, r.Description)
 			}
@@ -115,7 +117,7 @@ output: the password an operator types into Harbor, Keycloak or the portal.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&show, "show", "", "print the secret NAME")
+	cmd.Flags().StringVar(&show, "show", "", "print the secret NAME (or its part NAME/PART)")
 	cmd.Flags().StringVar(&bundle, "bundle", "", "generate the secrets this bundle manifest's platform declares that DIR lacks")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
 	return cmd

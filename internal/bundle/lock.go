@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+
+	bundlev1 "kpaas.dev/appliance/api/bundle/v1alpha1"
 )
 
 // Lock is kpaas-lock.json: every artifact of the bundle resolved to a
@@ -37,10 +39,19 @@ type LockPlatform struct {
 // LockSecret is a per-cluster generated secret the agent creates as a
 // Kubernetes Secret.
 type LockSecret struct {
-	Name        string `json:"name"`
-	Namespace   string `json:"namespace"`
-	Key         string `json:"key"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	// Type is password or tls (bundlev1.SecretPassword, SecretTLS); an
+	// older lock without it means password.
+	Type        string `json:"type,omitempty"`
+	Key         string `json:"key,omitempty"`
+	Htpasswd    string `json:"htpasswd,omitempty"`
 	Description string `json:"description,omitempty"`
+}
+
+// Parts lists the secret's values (bundlev1.SecretParts).
+func (s LockSecret) Parts() []bundlev1.SecretPart {
+	return bundlev1.SecretParts(s.Name, s.Type, s.Key, s.Htpasswd)
 }
 
 // LockRelease is one release of the platform.

@@ -149,7 +149,10 @@ func (d *decoder) platform(path string, n ast.Node) *Platform {
 				d.Object(path, n, fields{
 					"name":        d.Str(&s.Name),
 					"namespace":   d.Str(&s.Namespace),
+					"type":        d.Str(&s.Type),
 					"key":         d.Str(&s.Key),
+					"length":      d.Int(&s.Length),
+					"htpasswd":    d.Str(&s.Htpasswd),
 					"description": d.Str(&s.Description),
 				})
 				p.Secrets = append(p.Secrets, s)

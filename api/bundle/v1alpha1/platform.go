@@ -25,16 +25,83 @@ type Platform struct {
 	Releases []Release        `yaml:"releases,omitempty" json:"releases,omitempty"`
 }
 
-// PlatformSecret is one generated per-cluster secret: a random password,
-// created in the cluster as the Secret Namespace/Name with the key Key.
+// PlatformSecret is one generated per-cluster secret, created in the
+// cluster as the Secret Namespace/Name: a random password under the key
+// Key, or (type tls) a private key and its self-signed certificate.
 type PlatformSecret struct {
 	Name string `yaml:"name" json:"name"`
 	// Namespace of the Kubernetes Secret (default kpaas-system).
 	Namespace string `yaml:"namespace,omitempty" json:"namespace,omitempty"`
-	// Key in the Secret's data (default "password").
+	// Type is password (the default) or tls.
+	Type string `yaml:"type,omitempty" json:"type,omitempty"`
+	// Key in the Secret's data (default "password"; passwords only).
 	Key string `yaml:"key,omitempty" json:"key,omitempty"`
+	// Length of the password (default 24, 16 to 128): charts that want
+	// an exact length (Harbor's 16- and 32-character keys) say so.
+	Length int `yaml:"length,omitempty" json:"length,omitempty"`
+	// Htpasswd names a user: the secret then also holds that user's
+	// htpasswd line for the password (bcrypt), made once with it, as the
+	// part "htpasswd" (${secret:NAME/htpasswd}; key htpasswd of the
+	// Kubernetes Secret). A chart given it renders the same every time.
+	Htpasswd string `yaml:"htpasswd,omitempty" json:"htpasswd,omitempty"`
 	// Description says what the secret opens (shown by `kpaas cluster secrets`).
 	Description string `yaml:"description,omitempty" json:"description,omitempty"`
+}
+
+// Secret types.
+const (
+	SecretPassword = "password"
+	SecretTLS      = "tls"
+)
+
+// Password lengths.
+const (
+	DefaultPasswordLength = 24
+	MinPasswordLength     = 16
+	MaxPasswordLength     = 128
+)
+
+// SecretPart is one value of a platform secret: what ${secret:NAME} or
+// ${secret:NAME/PART} expands to, the key it has in the Kubernetes Secret
+// and the file that holds it in a site's secrets/platform folder (and on
+// the first control plane's config disk).
+type SecretPart struct {
+	Part string // "" for the secret's own value, else "htpasswd", "tls.crt", "tls.key"
+	Key  string
+	File string
+}
+
+// SecretParts lists the parts of the secret name of type typ (password
+// when empty) with the key key and, for a password, the htpasswd user.
+func SecretParts(name, typ, key, htpasswd string) []SecretPart {
+	if typ == SecretTLS {
+		return []SecretPart{
+			{Part: "tls.crt", Key: "tls.crt", File: name + ".tls.crt"},
+			{Part: "tls.key", Key: "tls.key", File: name + ".tls.key"},
+		}
+	}
+	if key == "" {
+		key = DefaultSecretKey
+	}
+	parts := []SecretPart{{Key: key, File: name}}
+	if htpasswd != "" {
+		parts = append(parts, SecretPart{Part: "htpasswd", Key: "htpasswd", File: name + ".htpasswd"})
+	}
+	return parts
+}
+
+// Parts lists the secret's parts.
+func (s PlatformSecret) Parts() []SecretPart {
+	return SecretParts(s.Name, s.Type, s.Key, s.Htpasswd)
+}
+
+// SecretRef joins a secret's name and part as a reference names them
+// (NAME or NAME/PART).
+func SecretRef(name, part string) string {
+	if part == "" {
+		return name
+	}
+	return name + "/" + part
 }
 
 // Release is one thing the platform installs. Exactly one of Chart,
@@ -137,8 +204,8 @@ var BuiltinFacts = map[string]string{
 	"nfsServer":                "platform.nfsServer",
 }
 
-// refPattern matches ${fact:NAME} and ${secret:NAME}.
-var refPattern = regexp.MustCompile(`\$\{(fact|secret):([A-Za-z0-9_.-]*)\}`)
+// refPattern matches ${fact:NAME}, ${secret:NAME} and ${secret:NAME/PART}.
+var refPattern = regexp.MustCompile(`\$\{(fact|secret):([A-Za-z0-9_.-]*(?:/[A-Za-z0-9_.-]+)?)\}`)
 
 // Ref is one ${fact:NAME} or ${secret:NAME} in a value.
 type Ref struct {
@@ -206,8 +273,14 @@ func (b *Bundle) defaultPlatform() {
 		if s.Namespace == "" {
 			s.Namespace = DefaultSecretNamespace
 		}
-		if s.Key == "" {
+		if s.Type == "" {
+			s.Type = SecretPassword
+		}
+		if s.Key == "" && s.Type == SecretPassword {
 			s.Key = DefaultSecretKey
+		}
+		if s.Length == 0 && s.Type == SecretPassword {
+			s.Length = DefaultPasswordLength
 		}
 	}
 	for i := range p.Releases {
@@ -242,6 +315,7 @@ func (ps *problems) platform(b *Bundle) {
 		facts[k] = true
 	}
 	secrets := map[string]bool{}
+	parts := map[string][]string{} // a secret's references, by its name
 	for i, s := range p.Secrets {
 		at := fmt.Sprintf("platform.secrets[%d]", i)
 		if !ps.required(at+".name", s.Name) {
@@ -251,9 +325,33 @@ func (ps *problems) platform(b *Bundle) {
 		if secrets[s.Name] {
 			ps.add(at+".name", "duplicate secret %q", s.Name)
 		}
-		secrets[s.Name] = true
+		for _, part := range s.Parts() {
+			secrets[SecretRef(s.Name, part.Part)] = true
+			parts[s.Name] = append(parts[s.Name], SecretRef(s.Name, part.Part))
+		}
 		if s.Namespace != "" {
 			ps.label(at+".namespace", s.Namespace, 63)
+		}
+		switch s.Type {
+		case "", SecretPassword:
+			if s.Length != 0 && (s.Length < MinPasswordLength || s.Length > MaxPasswordLength) {
+				ps.add(at+".length", "%d is not between %d and %d", s.Length, MinPasswordLength, MaxPasswordLength)
+			}
+			if s.Htpasswd != "" && (strings.ContainsAny(s.Htpasswd, ":\n") || strings.TrimSpace(s.Htpasswd) != s.Htpasswd) {
+				ps.add(at+".htpasswd", "%q is not an htpasswd user name (no colon, newline or surrounding space)", s.Htpasswd)
+			}
+		case SecretTLS:
+			if s.Key != "" {
+				ps.add(at+".key", "a tls secret has the keys tls.crt and tls.key; key applies to passwords")
+			}
+			if s.Length != 0 {
+				ps.add(at+".length", "applies to passwords, not to a tls secret")
+			}
+			if s.Htpasswd != "" {
+				ps.add(at+".htpasswd", "applies to passwords, not to a tls secret")
+			}
+		default:
+			ps.add(at+".type", "unknown type %q (password or tls)", s.Type)
 		}
 	}
 	charts := map[string]bool{}
@@ -309,7 +407,11 @@ func (ps *problems) platform(b *Bundle) {
 				case ref.Kind == "fact" && !facts[ref.Name]:
 					ps.add(joinPath(path, ref.Path), "unknown fact %q (built-in: %s; or declare it under platform.facts)", ref.Name, strings.Join(sortedKeys(BuiltinFacts), ", "))
 				case ref.Kind == "secret" && !secrets[ref.Name]:
-					ps.add(joinPath(path, ref.Path), "unknown secret %q (declare it under platform.secrets)", ref.Name)
+					if ps2, ok := parts[strings.SplitN(ref.Name, "/", 2)[0]]; ok {
+						ps.add(joinPath(path, ref.Path), "secret %q has no such part: use %s", ref.Name, strings.Join(ps2, " or "))
+					} else {
+						ps.add(joinPath(path, ref.Path), "unknown secret %q (declare it under platform.secrets)", ref.Name)
+					}
 				}
 			}
 		}
