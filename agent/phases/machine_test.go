@@ -175,6 +175,10 @@ type clusterState struct {
 	up      bool
 	network bool
 	nodes   map[string]bool
+	// notReady is how many more times the API server, up, says it is not
+	// ready yet (after a power cut): /readyz fails and it refuses even
+	// the admin's requests, as a real one does before its caches fill.
+	notReady int
 }
 
 func newMachine(t *testing.T, node string, cs *clusterState) *machine {
@@ -440,11 +444,27 @@ func (m *machine) script() {
 		}
 		return exectest.Response{Stdout: "node/" + node}
 	})
+	f.On("kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz", func(exec.Cmd) exectest.Response {
+		cs := st.cluster
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		if !cs.up {
+			return exectest.Response{ExitCode: 1, Stderr: "The connection to the server 10.0.0.11:6443 was refused"}
+		}
+		if cs.notReady > 0 {
+			cs.notReady--
+			return exectest.Response{ExitCode: 1, Stderr: "Error from server (InternalError): [-]poststarthook/rbac/bootstrap-roles failed: not finished"}
+		}
+		return exectest.Response{Stdout: "ok"}
+	})
 	f.On("kubectl --kubeconfig /etc/kubernetes/admin.conf apply --server-side --force-conflicts --field-manager kpaas-agent --validate=false -f /usr/share/kpaas/network", func(exec.Cmd) exectest.Response {
 		cs := st.cluster
 		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		if cs.notReady > 0 {
+			return exectest.Response{ExitCode: 1, Stderr: `Error from server (Forbidden): daemonsets.apps "kube-router" is forbidden: User "kubernetes-admin" cannot patch resource "daemonsets"`}
+		}
 		cs.network = true
-		cs.mu.Unlock()
 		return ok
 	})
 	f.On("kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o json", func(exec.Cmd) exectest.Response {

@@ -70,6 +70,13 @@ func network() Phase {
 				if len(ms) == 0 {
 					return fmt.Errorf("the media carry no pod network manifests in %s (a bundle file artifact with that target)", NetworkManifests)
 				}
+				// After a power cut the API server answers before it is
+				// ready: its authoriser refuses even the admin (Forbidden)
+				// until its caches are filled. Seen under QEMU: three
+				// applies in 45 s failed so, and the agent exited.
+				if err := e.waitFor(ctx, "the API server to be ready (/readyz)", 600, func() bool { return apiReady(ctx, e) }); err != nil {
+					return err
+				}
 				if _, err := e.Host.Run(ctx, "kubectl", append([]string{"--kubeconfig", adminConf}, applyArgs(NetworkManifests)...)...); err != nil {
 					return retry.Retryable(err)
 				}
@@ -85,6 +92,13 @@ func network() Phase {
 }
 
 func networkFiles() []file { return []file{{cniConfFile, 0o644, []byte(cniConf)}} }
+
+// apiReady reports whether the API server says it is ready (every
+// post-start hook run, its informers synced), asked as the admin.
+func apiReady(ctx context.Context, e *Env) bool {
+	_, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", adminConf, "get", "--raw", "/readyz")
+	return err == nil
+}
 
 // cniConf is the part of a CNI configuration list the phase reads.
 type cniConfList struct {

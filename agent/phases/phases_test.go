@@ -193,6 +193,27 @@ func TestKubeadmInitInterrupted(t *testing.T) {
 	}
 }
 
+// The pod network is applied once the API server says it is ready: after
+// a power cut it answers before its authoriser lets the admin in.
+func TestNetworkWaitsForReadyAPIServer(t *testing.T) {
+	cs := newCluster()
+	cs.notReady = 20
+	m := newMachine(t, "cp1", cs)
+	if err := m.run(phases.List()); err != nil {
+		t.Fatalf("%v\n%s", err, m.out)
+	}
+	lines := m.fake.Lines()
+	if n := count(lines, "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz"); n != 21 {
+		t.Errorf("/readyz asked %d times, want 21", n)
+	}
+	if n := count(lines, "kubectl --kubeconfig /etc/kubernetes/admin.conf apply --server-side --force-conflicts --field-manager kpaas-agent --validate=false -f /usr/share/kpaas/network"); n != 1 {
+		t.Errorf("the pod network applied %d times, want once", n)
+	}
+	if strings.Contains(m.out.String(), "failed") {
+		t.Errorf("a failure shown:\n%s", m.out)
+	}
+}
+
 // A worker powered on before the control plane waits, then joins.
 func TestWorkerBeforeControlPlane(t *testing.T) {
 	cs := newCluster()
