@@ -4,6 +4,7 @@ package qemutests
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	v1alpha1 "kpaas.dev/appliance/api/cluster/v1alpha1"
 	"kpaas.dev/appliance/builder/bake"
 	"kpaas.dev/appliance/builder/disk"
 	"kpaas.dev/appliance/builder/image"
@@ -485,6 +487,83 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestClusterWorkerAddedLater is K-PaaS's "add a worker node", months
+// after the cluster formed: the control plane ran alone; by then the
+// bootstrap token of the site's config disks has expired and the API
+// server's token cleaner has deleted it (the test deletes it); the control
+// plane's agent creates it again on its next start (a power cut here; its
+// renew timer otherwise), with another 24 hours; the operator adds the
+// node's entry to the site's cluster.yaml, lints it and writes only the
+// new node's config disk; the new worker joins with the token the site
+// folder has held from the start.
+func TestClusterWorkerAddedLater(t *testing.T) {
+	e2e(t)
+	alone, _, _ := strings.Cut(twoNodes, "  - name: w1\n")
+	c := newCluster(t, alone+"platform:\n  disable: [harbor, mariadb, storage, hello]\n", 0)
+	cv := c.Boot("cp1")
+	_, at := cv.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout)
+	t.Logf("cp1 ready %s after power-on, alone", at.Round(time.Second))
+
+	token, err := os.ReadFile(filepath.Join(c.Site(), v1alpha1.SecretsDir, v1alpha1.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, _ := strings.Cut(strings.TrimSpace(string(token)), ".")
+	secret := "bootstrap-token-" + id
+	expiry := func() time.Time {
+		t.Helper()
+		out, err := c.Kubectl("", "-n", "kube-system", "get", "secret", secret, "-o", "jsonpath={.data.expiration}")
+		if err != nil {
+			t.Fatalf("the site's bootstrap token is not in the cluster: %v\n%s", err, out)
+		}
+		raw, _ := base64.StdEncoding.DecodeString(out)
+		at, err := time.Parse(time.RFC3339, string(raw))
+		if err != nil {
+			t.Fatalf("%s: expiration %q: %v", secret, raw, err)
+		}
+		return at
+	}
+	if left := time.Until(expiry()); left < 20*time.Hour || left > 25*time.Hour {
+		t.Errorf("the token expires in %s, want about 24 h", left.Round(time.Minute))
+	}
+	if out, err := c.Kubectl("", "-n", "kube-system", "delete", "secret", secret); err != nil {
+		t.Fatalf("deleting the token: %v\n%s", err, out)
+	}
+	cv.Stop()
+	cv = c.Boot("cp1")
+	_, at = cv.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout)
+	t.Logf("cp1 ready %s after a power cut", at.Round(time.Second))
+	if left := time.Until(expiry()); left < 20*time.Hour || left > 25*time.Hour {
+		t.Errorf("the token renewed on cp1's start expires in %s, want about 24 h", left.Round(time.Minute))
+	}
+
+	// The operator's steps (docs/cluster.md, "Adding a worker months later").
+	file := filepath.Join(c.Site(), v1alpha1.ClusterFile)
+	cfg, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w1, _ := strings.Cut(twoNodes, "  - name: w1\n")
+	w1, _, _ = strings.Cut(w1, "platform:")
+	entry := "  - name: w1\n" + w1
+	nodes := regexp.MustCompile(`(?m)^nodes:\n((?:  .*\n)+)`)
+	if !nodes.Match(cfg) {
+		t.Fatalf("%s has no nodes list:\n%s", file, cfg)
+	}
+	cfg = nodes.ReplaceAllFunc(cfg, func(m []byte) []byte { return append(append([]byte{}, m...), entry...) })
+	if err := os.WriteFile(file, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Kpaas(t, "cluster", "lint", file)
+	c.Reread()
+	wv := c.Boot("w1")
+	_, at = wv.Expect(cluster.ReadyLine(c.Node("w1")), clusterTimeout)
+	t.Logf("w1, added later, ready %s after power-on", at.Round(time.Second))
+	checkNodesReady(t, c)
+	recordFigures(t, c, "worker added later")
+	checkWorkload(t, c, "cp1", "w1")
 }
 
 // TestClusterControlPlaneKilledDuringKubeadm powers the control plane off

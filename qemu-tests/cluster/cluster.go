@@ -75,20 +75,40 @@ func New(t vm.T, o Options) *Cluster {
 	}
 	cl := &Cluster{t: t, o: o, Config: c, VMs: map[string]*vm.VM{},
 		mcast: fmt.Sprintf("239.255.%d.%d:%d", 1+rand.IntN(250), 1+rand.IntN(250), FreePort(t))}
-	for _, n := range c.Nodes {
-		disk := cl.ConfigDisk(n.Name)
+	cl.prepare()
+	return cl
+}
+
+// prepare writes the config disk and the overlay of every node that has
+// none yet.
+func (c *Cluster) prepare() {
+	c.t.Helper()
+	for _, n := range c.Config.Nodes {
+		disk := c.ConfigDisk(n.Name)
 		if _, err := os.Stat(disk); err != nil {
-			Kpaas(t, "cluster", "config-disk", o.Site, "--node", n.Name, "-o", disk)
+			Kpaas(c.t, "cluster", "config-disk", c.o.Site, "--node", n.Name, "-o", disk)
 		}
-		overlay := cl.Overlay(n.Name)
+		overlay := c.Overlay(n.Name)
 		if _, err := os.Stat(overlay); err == nil {
 			continue
 		}
-		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", o.Image, "-F", "qcow2", overlay).CombinedOutput(); err != nil {
-			t.Fatalf("qemu-img create %s: %v\n%s", overlay, err, out)
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", c.o.Image, "-F", "qcow2", overlay).CombinedOutput(); err != nil {
+			c.t.Fatalf("qemu-img create %s: %v\n%s", overlay, err, out)
 		}
 	}
-	return cl
+}
+
+// Reread reads the site's cluster.yaml again, as an operator who added a
+// node entry would, and prepares the nodes it names that have no config
+// disk or overlay yet; the running nodes and their network stay.
+func (c *Cluster) Reread() {
+	c.t.Helper()
+	cfg, err := v1alpha1.ParseFile(filepath.Join(c.o.Site, v1alpha1.ClusterFile))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.Config = cfg
+	c.prepare()
 }
 
 // ConfigDisk is node's config disk image.
@@ -96,6 +116,9 @@ func (c *Cluster) ConfigDisk(node string) string { return filepath.Join(c.o.Site
 
 // Overlay is node's disk, an overlay of the media's image.
 func (c *Cluster) Overlay(node string) string { return filepath.Join(c.o.Dir, node+".qcow2") }
+
+// Site is the site's folder (cluster.yaml, secrets, config disks).
+func (c *Cluster) Site() string { return c.o.Site }
 
 // APIPort is the host port forwarded to the API server.
 func (c *Cluster) APIPort() int { return c.o.APIPort }
