@@ -52,13 +52,20 @@ func (m *Mirror) scan() error {
 			m.err = fmt.Errorf("mirror %s: not a folder", m.Dir)
 			return
 		}
+		// The folder itself may be a link (a mirror shared between work
+		// trees); WalkDir does not follow a link, even at its root.
+		root, err := filepath.EvalSymlinks(m.Dir)
+		if err != nil {
+			m.err = fmt.Errorf("mirror %s: %w", m.Dir, err)
+			return
+		}
 		m.charts = map[string]string{}
 		var layouts, archives []string
-		err = filepath.WalkDir(m.Dir, func(p string, d fs.DirEntry, err error) error {
+		err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
-			rel, _ := filepath.Rel(m.Dir, p)
+			rel, _ := filepath.Rel(root, p)
 			depth := strings.Count(rel, string(filepath.Separator))
 			switch {
 			case d.IsDir() && rel == "files":

@@ -116,6 +116,33 @@ func TestMirrorResolvesImages(t *testing.T) {
 	}
 }
 
+// A mirror folder given as a symbolic link is searched like the folder.
+func TestMirrorThroughLink(t *testing.T) {
+	dir, digests := mirror(t)
+	link := filepath.Join(t.TempDir(), "mirror")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	m := &source.Mirror{Dir: link}
+	img, err := m.Resolve(context.Background(), mustRef(t, "nginx:1.25"))
+	if err != nil {
+		t.Fatalf("Resolve through %s: %v", link, err)
+	}
+	if d, _ := img.Digest(); d != digests["nginx"] {
+		t.Errorf("digest %s, want %s", d, digests["nginx"])
+	}
+	f := &source.Fetcher{Mirror: source.Mirrors{m}, Offline: true}
+	sum, err := sha256File(filepath.Join(dir, "files", "kubeadm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, _, _, err := f.OpenFile(context.Background(), v1alpha1.File{Name: "kubeadm", Source: "https://example.invalid/kubeadm", SHA256: sum})
+	if err != nil {
+		t.Fatalf("a file through the link: %v", err)
+	}
+	rc.Close()
+}
+
 func TestMirrorFilesAndCharts(t *testing.T) {
 	dir, _ := mirror(t)
 	os.MkdirAll(filepath.Join(dir, "charts"), 0o755)
