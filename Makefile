@@ -65,6 +65,10 @@ lint-bundles: build ## Lint every bundle manifest in bundles/
 test: ## Run the tests (installs host tools first when run as root in CI)
 	hack/test.sh
 
+.PHONY: ci-cold
+ci-cold: ## CI's run on a clean clone with every cache empty (toolchain from nothing; about an hour on 2 cores; run alone): hack/ci-cold.sh [WORK]
+	hack/ci-cold.sh
+
 .PHONY: qemu-test
 qemu-test: toolchain os ## Boot the OS image under QEMU (software emulation; a few minutes; root)
 	$(GO) test -tags qemu -v -timeout 30m ./qemu-tests/
