@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"kpaas.dev/appliance/builder/toolchain"
@@ -119,6 +120,16 @@ func TestDemoPlatformAppliesToRealAPIServer(t *testing.T) {
 	}
 	checkNoDefaultSecrets(t, *harbor)
 	checkProbeTimeouts(t, *harbor, 10, "core", "jobservice")
+	// Core and the job service spread away from the database.
+	for _, o := range harbor.objs {
+		if o.Kind() != "Deployment" || o.Name() != "cp-harbor-core" && o.Name() != "cp-harbor-jobservice" {
+			continue
+		}
+		b, _ := json.Marshal(o["spec"])
+		if !strings.Contains(string(b), `"podAntiAffinity":{"preferredDuringSchedulingIgnoredDuringExecution":[{"podAffinityTerm":{"labelSelector":{"matchLabels":{"app.kubernetes.io/component":"database"}}`) {
+			t.Errorf("%s does not prefer a node without Harbor's database: %s", o.Name(), b)
+		}
+	}
 	// Rendered again for the same site (a release applied again after a
 	// power cut or a gate's timeout), the platform is the same: nothing
 	// made up on a render rolls Harbor's core, job service or registry.
