@@ -241,10 +241,7 @@ func newInstaller(e *Env) (*installer, error) {
 				missing = append(missing, bundlev1.SecretRef(s.Name, part.Part))
 				continue
 			}
-			if part.Part == "tls.crt" || part.Part == "tls.key" {
-				v += "\n" // PEM as written
-			}
-			in.secrets[bundlev1.SecretRef(s.Name, part.Part)] = v
+			in.secrets[bundlev1.SecretRef(s.Name, part.Part)] = part.Value(v)
 		}
 	}
 	if len(missing) > 0 {

@@ -86,7 +86,8 @@ A secret's other parts are NAME/htpasswd, NAME/tls.crt and NAME/tls.key.`,
 			var rows []platformSecret
 			for _, n := range names {
 				name := strings.TrimPrefix(n, clustersecrets.PlatformDir+"/")
-				r := described[strings.SplitN(name, ".", 2)[0]]
+				base, _, _ := strings.Cut(name, ".")
+				r := described[base]
 				// A part's file, NAME.PART, is shown as --show takes it.
 				r.Name, r.Path = strings.Replace(name, ".", "/", 1), filepath.Join(dir, "secrets", filepath.FromSlash(n))
 				rows = append(rows, r)

@@ -34,7 +34,6 @@ const PasswordLength = bundlev1.DefaultPasswordLength
 var (
 	platformName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	platformFile = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.htpasswd|\.tls\.crt|\.tls\.key)?$`)
-	platformRef  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?([./]htpasswd|[./]tls\.crt|[./]tls\.key)?$`)
 )
 
 // GeneratePlatform makes the files of the platform secrets under
@@ -154,11 +153,11 @@ func PlatformNames(dir string) ([]string, error) {
 // a part's file, NAME.htpasswd, NAME.tls.crt, NAME.tls.key (also written
 // as a reference, NAME/htpasswd).
 func ReadPlatform(dir, file string) ([]byte, error) {
-	if !platformRef.MatchString(file) {
+	name := strings.Replace(file, "/", ".", 1)
+	if !platformFile.MatchString(name) {
 		return nil, fmt.Errorf("%q is not a platform secret's name (NAME, or NAME/htpasswd, NAME/tls.crt, NAME/tls.key)", file)
 	}
-	file = strings.Replace(file, "/", ".", 1)
-	return readPrivate(filepath.Join(dir, v1alpha1.SecretsDir, PlatformDir, file))
+	return readPrivate(filepath.Join(dir, v1alpha1.SecretsDir, PlatformDir, name))
 }
 
 func readPrivate(p string) ([]byte, error) {

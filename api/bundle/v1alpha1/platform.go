@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -88,6 +89,16 @@ func SecretParts(name, typ, key, htpasswd string) []SecretPart {
 		parts = append(parts, SecretPart{Part: "htpasswd", Key: "htpasswd", File: name + ".htpasswd"})
 	}
 	return parts
+}
+
+// Value is the part's value from its file's content: a password or an
+// htpasswd line without the file's newline, a PEM block as written.
+func (p SecretPart) Value(content string) string {
+	v := strings.TrimSpace(content)
+	if p.Part == "tls.crt" || p.Part == "tls.key" {
+		return v + "\n"
+	}
+	return v
 }
 
 // Parts lists the secret's parts.
@@ -314,20 +325,19 @@ func (ps *problems) platform(b *Bundle) {
 		}
 		facts[k] = true
 	}
-	secrets := map[string]bool{}
-	parts := map[string][]string{} // a secret's references, by its name
+	parts := map[string][]string{} // a secret's references (NAME, NAME/PART), by its name
 	for i, s := range p.Secrets {
 		at := fmt.Sprintf("platform.secrets[%d]", i)
 		if !ps.required(at+".name", s.Name) {
 			continue
 		}
 		ps.label(at+".name", s.Name, 63)
-		if secrets[s.Name] {
+		if _, dup := parts[s.Name]; dup {
 			ps.add(at+".name", "duplicate secret %q", s.Name)
-		}
-		for _, part := range s.Parts() {
-			secrets[SecretRef(s.Name, part.Part)] = true
-			parts[s.Name] = append(parts[s.Name], SecretRef(s.Name, part.Part))
+		} else {
+			for _, part := range s.Parts() {
+				parts[s.Name] = append(parts[s.Name], SecretRef(s.Name, part.Part))
+			}
 		}
 		if s.Namespace != "" {
 			ps.label(at+".namespace", s.Namespace, 63)
@@ -406,11 +416,14 @@ func (ps *problems) platform(b *Bundle) {
 				switch {
 				case ref.Kind == "fact" && !facts[ref.Name]:
 					ps.add(joinPath(path, ref.Path), "unknown fact %q (built-in: %s; or declare it under platform.facts)", ref.Name, strings.Join(sortedKeys(BuiltinFacts), ", "))
-				case ref.Kind == "secret" && !secrets[ref.Name]:
-					if ps2, ok := parts[strings.SplitN(ref.Name, "/", 2)[0]]; ok {
-						ps.add(joinPath(path, ref.Path), "secret %q has no such part: use %s", ref.Name, strings.Join(ps2, " or "))
-					} else {
+				case ref.Kind == "secret":
+					name, _, _ := strings.Cut(ref.Name, "/")
+					refs, declared := parts[name]
+					switch {
+					case !declared:
 						ps.add(joinPath(path, ref.Path), "unknown secret %q (declare it under platform.secrets)", ref.Name)
+					case !slices.Contains(refs, ref.Name):
+						ps.add(joinPath(path, ref.Path), "secret %q has no such part: use %s", ref.Name, strings.Join(refs, " or "))
 					}
 				}
 			}
