@@ -1,7 +1,6 @@
 package bundles_test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -130,23 +129,7 @@ func TestDemoPlatformAppliesToRealAPIServer(t *testing.T) {
 			t.Errorf("%s does not prefer a node without Harbor's database: %s", o.Name(), b)
 		}
 	}
-	// Rendered again for the same site (a release applied again after a
-	// power cut or a gate's timeout), the platform is the same: nothing
-	// made up on a render rolls Harbor's core, job service or registry.
-	_, again, _ := renderPlatform(t, "demo.yaml", string(site), secrets)
-	for i, r := range rs {
-		if len(r.objs) != len(again[i].objs) {
-			t.Errorf("release %s renders %d objects, then %d", r.release.Name, len(r.objs), len(again[i].objs))
-			continue
-		}
-		for j, o := range r.objs {
-			a, _ := json.Marshal(o)
-			b, _ := json.Marshal(again[i].objs[j])
-			if !bytes.Equal(a, b) {
-				t.Errorf("release %s: %s %s renders differently the second time", r.release.Name, o.Kind(), o.Name())
-			}
-		}
-	}
+	checkRendersSame(t, "demo.yaml", string(site), rs, secrets, nil)
 
 	if testing.Short() {
 		t.Skip("applies the demo platform to a real API server")
