@@ -76,104 +76,96 @@ func mirror(t *testing.T) (dir string, digests map[string]v1.Hash) {
 
 func TestMirrorResolvesImages(t *testing.T) {
 	dir, digests := mirror(t)
-	m := &source.Mirror{Dir: dir}
 	ctx := context.Background()
-	for _, tc := range []struct {
-		ref, key string
-		index    bool
-	}{
-		{"nginx:1.25", "nginx", false},
-		{"docker.io/library/nginx:1.25", "nginx", false},
-		{"quay.io/calico/node:v3.24.5", "calico", true},
-		{"registry.k8s.io/pause:3.10", "pause", false},
-	} {
-		img, err := m.Resolve(ctx, mustRef(t, tc.ref))
-		if err != nil {
-			t.Errorf("Resolve(%s): %v", tc.ref, err)
-			continue
-		}
-		d, err := img.Digest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d != digests[tc.key] {
-			t.Errorf("Resolve(%s) = %s, want %s", tc.ref, d, digests[tc.key])
-		}
-		if (img.Index != nil) != tc.index {
-			t.Errorf("Resolve(%s): index = %v, want %v", tc.ref, img.Index != nil, tc.index)
-		}
+	for name, dir := range mirrorPaths(t, dir) {
+		t.Run(name, func(t *testing.T) {
+			m := &source.Mirror{Dir: dir}
+			for _, tc := range []struct {
+				ref, key string
+				index    bool
+			}{
+				{"nginx:1.25", "nginx", false},
+				{"docker.io/library/nginx:1.25", "nginx", false},
+				{"quay.io/calico/node:v3.24.5", "calico", true},
+				{"registry.k8s.io/pause:3.10", "pause", false},
+			} {
+				img, err := m.Resolve(ctx, mustRef(t, tc.ref))
+				if err != nil {
+					t.Errorf("Resolve(%s): %v", tc.ref, err)
+					continue
+				}
+				d, err := img.Digest()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d != digests[tc.key] {
+					t.Errorf("Resolve(%s) = %s, want %s", tc.ref, d, digests[tc.key])
+				}
+				if (img.Index != nil) != tc.index {
+					t.Errorf("Resolve(%s): index = %v, want %v", tc.ref, img.Index != nil, tc.index)
+				}
+			}
+			// Pinned by digest: found whatever the tag; a wrong digest is not found.
+			if _, err := m.Resolve(ctx, mustRef(t, "docker.io/library/nginx@"+digests["nginx"].String())); err != nil {
+				t.Errorf("pinned by digest: %v", err)
+			}
+			wrong := "docker.io/library/nginx:1.25@sha256:" + "00000000000000000000000000000000000000000000000000000000000000ff"
+			if _, err := m.Resolve(ctx, mustRef(t, wrong)); err == nil {
+				t.Errorf("a reference pinned to another digest resolved")
+			}
+			if _, err := m.Resolve(ctx, mustRef(t, "docker.io/library/absent:1")); !errors.Is(err, source.ErrNotFound) {
+				t.Errorf("absent image: err = %v, want ErrNotFound", err)
+			}
+		})
 	}
-	// Pinned by digest: found whatever the tag; a wrong digest is not found.
-	if _, err := m.Resolve(ctx, mustRef(t, "docker.io/library/nginx@"+digests["nginx"].String())); err != nil {
-		t.Errorf("pinned by digest: %v", err)
-	}
-	wrong := "docker.io/library/nginx:1.25@sha256:" + "00000000000000000000000000000000000000000000000000000000000000ff"
-	if _, err := m.Resolve(ctx, mustRef(t, wrong)); err == nil {
-		t.Errorf("a reference pinned to another digest resolved")
-	}
-	if _, err := m.Resolve(ctx, mustRef(t, "docker.io/library/absent:1")); !errors.Is(err, source.ErrNotFound) {
-		t.Errorf("absent image: err = %v, want ErrNotFound", err)
-	}
-}
-
-// A mirror folder given as a symbolic link is searched like the folder.
-func TestMirrorThroughLink(t *testing.T) {
-	dir, digests := mirror(t)
-	link := filepath.Join(t.TempDir(), "mirror")
-	if err := os.Symlink(dir, link); err != nil {
-		t.Fatal(err)
-	}
-	m := &source.Mirror{Dir: link}
-	img, err := m.Resolve(context.Background(), mustRef(t, "nginx:1.25"))
-	if err != nil {
-		t.Fatalf("Resolve through %s: %v", link, err)
-	}
-	if d, _ := img.Digest(); d != digests["nginx"] {
-		t.Errorf("digest %s, want %s", d, digests["nginx"])
-	}
-	f := &source.Fetcher{Mirror: source.Mirrors{m}, Offline: true}
-	sum, err := sha256File(filepath.Join(dir, "files", "kubeadm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, _, _, err := f.OpenFile(context.Background(), v1alpha1.File{Name: "kubeadm", Source: "https://example.invalid/kubeadm", SHA256: sum})
-	if err != nil {
-		t.Fatalf("a file through the link: %v", err)
-	}
-	rc.Close()
 }
 
 func TestMirrorFilesAndCharts(t *testing.T) {
 	dir, _ := mirror(t)
 	os.MkdirAll(filepath.Join(dir, "charts"), 0o755)
 	os.WriteFile(filepath.Join(dir, "charts", "vault-0.22.0.tgz"), []byte("x"), 0o644)
-	m := &source.Mirror{Dir: dir}
-	f := &source.Fetcher{Mirror: source.Mirrors{m}, Offline: true}
-	// sha256 of "not really kubeadm\n"
-	const sum = "0b1bba8d1a1a0c0d2b0ae1c4b9f4a07b0d39b36be1e5b2d6d3b6f1b0f1e6d2a9"
-	rc, _, _, err := f.OpenFile(context.Background(), v1alpha1.File{Name: "kubeadm", Source: "https://example.invalid/kubeadm", SHA256: sum})
-	if err == nil {
-		rc.Close()
-		t.Fatalf("a file whose sha256 is not in the mirror was found offline")
+	for name, dir := range mirrorPaths(t, dir) {
+		t.Run(name, func(t *testing.T) {
+			m := &source.Mirror{Dir: dir}
+			f := &source.Fetcher{Mirror: source.Mirrors{m}, Offline: true}
+			// sha256 of "not really kubeadm\n"
+			const sum = "0b1bba8d1a1a0c0d2b0ae1c4b9f4a07b0d39b36be1e5b2d6d3b6f1b0f1e6d2a9"
+			rc, _, _, err := f.OpenFile(context.Background(), v1alpha1.File{Name: "kubeadm", Source: "https://example.invalid/kubeadm", SHA256: sum})
+			if err == nil {
+				rc.Close()
+				t.Fatalf("a file whose sha256 is not in the mirror was found offline")
+			}
+			real, err := sha256File(filepath.Join(dir, "files", "kubeadm"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, size, src, err := f.OpenFile(context.Background(), v1alpha1.File{Name: "kubeadm", Source: "https://example.invalid/kubeadm", SHA256: real})
+			if err != nil {
+				t.Fatalf("OpenFile from the mirror: %v", err)
+			}
+			rc.Close()
+			if size != int64(len("not really kubeadm\n")) || src == "" {
+				t.Errorf("OpenFile = size %d, source %q", size, src)
+			}
+			if p, err := m.Chart("vault", "0.22.0"); err != nil || filepath.Base(p) != "vault-0.22.0.tgz" {
+				t.Errorf("Chart(vault, 0.22.0) = %q, %v", p, err)
+			}
+			if _, err := m.Chart("vault", "0.23.0"); !errors.Is(err, source.ErrNotFound) {
+				t.Errorf("Chart(vault, 0.23.0): err = %v, want ErrNotFound", err)
+			}
+		})
 	}
-	real, err := sha256File(filepath.Join(dir, "files", "kubeadm"))
-	if err != nil {
+}
+
+// mirrorPaths are the mirror folder dir and a symbolic link to it, by
+// name: a mirror given as a link is searched like the folder.
+func mirrorPaths(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	link := filepath.Join(t.TempDir(), "mirror")
+	if err := os.Symlink(dir, link); err != nil {
 		t.Fatal(err)
 	}
-	rc, size, src, err := f.OpenFile(context.Background(), v1alpha1.File{Name: "kubeadm", Source: "https://example.invalid/kubeadm", SHA256: real})
-	if err != nil {
-		t.Fatalf("OpenFile from the mirror: %v", err)
-	}
-	rc.Close()
-	if size != int64(len("not really kubeadm\n")) || src == "" {
-		t.Errorf("OpenFile = size %d, source %q", size, src)
-	}
-	if p, err := m.Chart("vault", "0.22.0"); err != nil || filepath.Base(p) != "vault-0.22.0.tgz" {
-		t.Errorf("Chart(vault, 0.22.0) = %q, %v", p, err)
-	}
-	if _, err := m.Chart("vault", "0.23.0"); !errors.Is(err, source.ErrNotFound) {
-		t.Errorf("Chart(vault, 0.23.0): err = %v, want ErrNotFound", err)
-	}
+	return map[string]string{"folder": dir, "link": link}
 }
 
 func TestChainOrderAndNotFound(t *testing.T) {
