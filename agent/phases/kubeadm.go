@@ -3,6 +3,7 @@ package phases
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -119,21 +120,41 @@ func kubeadmComplete(ctx context.Context, e *Env) bool {
 	if !e.Host.Exists(kubeletConf) || e.IsControlPlane() && !e.Host.Exists(apiServerManif) {
 		return false
 	}
-	_, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", kubeletConf, "get", "node", e.Node.Name, "-o", "name")
-	return err == nil
+	if !e.IsControlPlane() {
+		_, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", kubeletConf, "get", "node", e.Node.Name, "-o", "name")
+		return err == nil
+	}
+	// A further control plane registers as a node long before its join
+	// ends: the control-plane label is the join's last change.
+	out, err := e.Host.Run(ctx, "kubectl", "--kubeconfig", kubeletConf, "get", "node", e.Node.Name, "-o", "jsonpath={.metadata.labels}")
+	if err != nil {
+		return false
+	}
+	var labels map[string]string
+	if json.Unmarshal(out, &labels) != nil {
+		return false
+	}
+	_, ok := labels[controlPlaneLabel]
+	return ok
 }
+
+// controlPlaneLabel is the label kubeadm puts on a control plane's node.
+const controlPlaneLabel = "node-role.kubernetes.io/control-plane"
 
 func runKubeadm(ctx context.Context, e *Env) error {
 	if kubeadmComplete(ctx, e) {
-		_, err := e.Host.WriteFile(kubeadmMarker, []byte(role(e)+"\n"), 0o644)
-		return err
+		return markKubeadm(e, nil)
 	}
 	token, err := readSecret(e, cluster.Token)
 	if err != nil {
 		return err
 	}
-	// Leftovers of an interrupted kubeadm: start over from a clean node.
+	// Leftovers of an interrupted kubeadm: start over from a clean node,
+	// unless this is a further control plane whose etcd member votes.
 	if leftovers(e) {
+		if finished, err := rescueJoin(ctx, e, token); finished || err != nil {
+			return markKubeadm(e, err)
+		}
 		e.Progress.Printf("kubeadm: an earlier attempt was interrupted on this node: kubeadm reset")
 		if _, err := e.Host.Run(ctx, "kubeadm", "reset", "--force"); err != nil {
 			return err
@@ -177,9 +198,21 @@ func runKubeadm(ctx context.Context, e *Env) error {
 			return err
 		}
 		// The API answered but joining failed (the control plane still
-		// starting, the token not yet there): retry from a clean node.
+		// starting, the token not yet there): retry from a clean node. A
+		// further control plane asks etcd first (etcdmember.go).
+		if finished, rerr := rescueJoin(ctx, e, token); finished || rerr != nil {
+			return markKubeadm(e, rerr)
+		}
 		e.Host.Run(ctx, "kubeadm", "reset", "--force")
 		return retry.Retryable(err)
+	}
+	return markKubeadm(e, nil)
+}
+
+// markKubeadm writes the phase's marker once kubeadm is done (err nil).
+func markKubeadm(e *Env, err error) error {
+	if err != nil {
+		return err
 	}
 	_, err = e.Host.WriteFile(kubeadmMarker, []byte(role(e)+"\n"), 0o644)
 	return err

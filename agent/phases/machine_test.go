@@ -45,6 +45,10 @@ nodes:
     role: control-plane
     macs: ["52:54:00:00:00:01"]
     address: 10.0.0.11/24
+  - name: cp2
+    role: control-plane
+    macs: ["52:54:00:00:00:03"]
+    address: 10.0.0.12/24
   - name: w1
     role: worker
     macs: ["52:54:00:00:00:02"]
@@ -179,6 +183,18 @@ type clusterState struct {
 	// ready yet (after a power cut): /readyz fails and it refuses even
 	// the admin's requests, as a real one does before its caches fill.
 	notReady int
+	// etcd is the etcd cluster's members beyond the first control plane's
+	// ("learner" or "voting"), labelled the nodes labelled control planes.
+	etcd     map[string]string
+	labelled map[string]bool
+	// joinFails makes a further control plane's `kubeadm join` stop as
+	// kubeadm 1.35 does on a slow machine: "learner" after adding the
+	// learner (its promotion refused: not in sync), "voting" after
+	// promoting it (the promotion timed out in the client, then every
+	// retry was refused: "can only promote a learner member").
+	joinFails string
+	// etcdSilent makes every etcdctl fail (no quorum, no container).
+	etcdSilent bool
 }
 
 func newMachine(t *testing.T, node string, cs *clusterState) *machine {
@@ -414,12 +430,76 @@ func (m *machine) script() {
 		}
 		write(m.t, root, "/etc/kubernetes/kubelet.conf", []byte("x"), 0o600)
 		cs.nodes[node] = true
+		if m.env.Node.Role != cluster.RoleControlPlane {
+			return ok
+		}
+		// control-plane-prepare, kubelet-start, etcd-join.
+		for _, p := range []string{"/etc/kubernetes/admin.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml", "/etc/kubernetes/manifests/etcd.yaml", "/var/lib/kubelet/config.yaml"} {
+			write(m.t, root, p, []byte("x"), 0o600)
+		}
+		if cs.etcd == nil {
+			cs.etcd, cs.labelled = map[string]string{}, map[string]bool{}
+		}
+		cs.etcd[node] = "learner"
+		switch f := cs.joinFails; f {
+		case "learner":
+			cs.joinFails = ""
+			return exectest.Response{ExitCode: 1, Stderr: "error execution phase etcd-join: error creating local etcd static pod manifest file: etcdserver: can only promote a learner member which is in sync with leader"}
+		case "voting":
+			cs.joinFails = ""
+			cs.etcd[node] = "voting"
+			return exectest.Response{ExitCode: 1, Stderr: "error execution phase etcd-join: error creating local etcd static pod manifest file: etcdserver: can only promote a learner member"}
+		}
+		cs.etcd[node] = "voting"
+		cs.labelled[node] = true
+		return ok
+	})
+	f.On("kubeadm join phase kubelet-wait-bootstrap --config /etc/kpaas/kubeadm.yaml", func(exec.Cmd) exectest.Response { return ok })
+	f.On("kubeadm join phase control-plane-join mark-control-plane --config /etc/kpaas/kubeadm.yaml", func(exec.Cmd) exectest.Response {
+		cs := st.cluster
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		cs.labelled[node] = true
 		return ok
 	})
 	f.On("kubeadm reset", func(exec.Cmd) exectest.Response {
+		// kubeadm removes the node's etcd member, then stops it; with two
+		// voting members the cluster has no quorum without it.
+		cs := st.cluster
+		cs.mu.Lock()
+		if cs.etcd[node] == "voting" {
+			cs.up = false
+		}
+		delete(cs.etcd, node)
+		cs.mu.Unlock()
 		os.RemoveAll(filepath.Join(root, "etc/kubernetes"))
 		return ok
 	})
+	etcdctl := func(c exec.Cmd) exectest.Response {
+		cs := st.cluster
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		if cs.etcdSilent {
+			return exectest.Response{ExitCode: 1, Stderr: "Error: context deadline exceeded"}
+		}
+		ms := []string{`{"ID":1,"name":"cp1","peerURLs":["https://10.0.0.11:2380"],"clientURLs":["https://10.0.0.11:2379"]}`}
+		if s := cs.etcd["cp2"]; s != "" {
+			learner := ""
+			if s == "learner" {
+				learner = `,"isLearner":true`
+			}
+			ms = append(ms, `{"ID":2,"name":"cp2","peerURLs":["https://10.0.0.12:2380"],"clientURLs":["https://10.0.0.12:2379"]`+learner+`}`)
+		}
+		return exectest.Response{Stdout: `{"header":{"cluster_id":7},"members":[` + strings.Join(ms, ",") + `]}`}
+	}
+	f.On("crictl ps --name ^etcd$ -q", func(exec.Cmd) exectest.Response {
+		if _, err := os.Stat(filepath.Join(root, "etc/kubernetes/manifests/etcd.yaml")); err != nil {
+			return ok
+		}
+		return exectest.Response{Stdout: "3f2a9c\n"}
+	})
+	f.On("crictl exec 3f2a9c etcdctl", etcdctl)
+	f.On("kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system exec etcd-cp1 -- etcdctl", etcdctl)
 	f.On("kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system get daemonset kube-proxy", func(exec.Cmd) exectest.Response {
 		cs := st.cluster
 		cs.mu.Lock()
@@ -435,6 +515,12 @@ func (m *machine) script() {
 		defer cs.mu.Unlock()
 		if !cs.up || !cs.nodes[node] {
 			return exectest.Response{ExitCode: 1, Stderr: "NotFound"}
+		}
+		if strings.Contains(lineOf(c), "jsonpath={.metadata.labels}") {
+			if cs.labelled[node] {
+				return exectest.Response{Stdout: `{"kubernetes.io/hostname":"` + node + `","node-role.kubernetes.io/control-plane":""}`}
+			}
+			return exectest.Response{Stdout: `{"kubernetes.io/hostname":"` + node + `"}`}
 		}
 		if strings.Contains(lineOf(c), "jsonpath") {
 			if cs.network {

@@ -1,0 +1,171 @@
+package phases
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"kpaas.dev/appliance/internal/exec"
+	"kpaas.dev/appliance/internal/retry"
+)
+
+// A further control plane's etcd member, and what the agent may do when
+// its `kubeadm join` did not finish.
+//
+// kubeadm 1.35 adds the node's etcd member as a learner, starts it, then
+// promotes it to a voting member, retrying the promotion until its etcd
+// timeout. On a slow machine a promotion can succeed in etcd after the
+// client gave up waiting: every retry is then refused ("can only promote
+// a learner member") and the join fails although the member votes. Two
+// voting members need both for a quorum: resetting that node (which stops
+// its etcd) would take the whole cluster's API down with it. So a further
+// control plane whose join failed or was interrupted asks etcd first:
+//   - no member, or a learner (learners do not vote): reset and join again;
+//   - a voting member: finish the join's remaining steps, never reset;
+//   - etcd cannot be asked: wait and ask again, never reset.
+
+// memberState is what etcd says of this node's member.
+type memberState int
+
+const (
+	memberUnknown memberState = iota // etcd could not be asked
+	memberAbsent
+	memberLearner
+	memberVoting
+)
+
+func (s memberState) String() string {
+	return [...]string{"unknown", "absent", "a learner", "a voting member"}[s]
+}
+
+// Files of a control plane's etcd.
+const (
+	etcdManifest   = manifestsDir + "/etcd.yaml"
+	etcdCA         = pkiDir + "/etcd/ca.crt"
+	etcdClientCert = pkiDir + "/etcd/healthcheck-client.crt"
+	etcdClientKey  = pkiDir + "/etcd/healthcheck-client.key"
+	kubeletConfig  = "/var/lib/kubelet/config.yaml"
+)
+
+// etcdctlArgs list etcd's members as JSON from inside an etcd container
+// (the image carries etcdctl; the pod mounts the etcd certificates at the
+// same paths).
+var etcdctlArgs = []string{"etcdctl", "--endpoints=https://127.0.0.1:2379",
+	"--cacert=" + etcdCA, "--cert=" + etcdClientCert, "--key=" + etcdClientKey,
+	"--command-timeout=15s", "member", "list", "-w", "json"}
+
+// etcdMember asks etcd about this node's member, found by its peer URL:
+// through the node's own etcd container first, then through the first
+// control plane's etcd pod. An error says etcd could not be asked.
+func etcdMember(ctx context.Context, e *Env) (memberState, error) {
+	var tries []string
+	if out, err := e.Host.Run(ctx, "crictl", "ps", "--name", "^etcd$", "-q"); err == nil {
+		if id := firstLine(string(out)); id != "" {
+			out, err := e.Host.Run(ctx, "crictl", append([]string{"exec", id}, etcdctlArgs...)...)
+			if err == nil {
+				return memberIn(out, e)
+			}
+			tries = append(tries, "this node's etcd: "+err.Error())
+		} else {
+			tries = append(tries, "this node's etcd: not running")
+		}
+	} else {
+		tries = append(tries, "crictl: "+err.Error())
+	}
+	if e.Host.Exists(adminConf) {
+		pod := "etcd-" + e.Cluster.FirstControlPlane().Name
+		out, err := e.Host.Run(ctx, "kubectl", append([]string{"--kubeconfig", adminConf, "-n", "kube-system", "exec", pod, "--"}, etcdctlArgs...)...)
+		if err == nil {
+			return memberIn(out, e)
+		}
+		tries = append(tries, pod+": "+err.Error())
+	}
+	return memberUnknown, fmt.Errorf("etcd could not be asked about %s's member (%s)", e.Node.Name, strings.Join(tries, "; "))
+}
+
+// memberIn finds this node's member in `etcdctl member list -w json`.
+func memberIn(out []byte, e *Env) (memberState, error) {
+	var list struct {
+		Members []struct {
+			Name      string   `json:"name"`
+			PeerURLs  []string `json:"peerURLs"`
+			IsLearner bool     `json:"isLearner"`
+		} `json:"members"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return memberUnknown, fmt.Errorf("etcdctl member list: %w", err)
+	}
+	peer := "https://" + net.JoinHostPort(nodeIP(e.Node), strconv.Itoa(2380))
+	for _, m := range list.Members {
+		for _, u := range m.PeerURLs {
+			if u != peer {
+				continue
+			}
+			if m.IsLearner {
+				return memberLearner, nil
+			}
+			return memberVoting, nil
+		}
+	}
+	return memberAbsent, nil
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return strings.TrimSpace(s)
+}
+
+// rescueJoin looks after a further control plane whose join failed or
+// was interrupted: when its etcd member votes it finishes the join
+// (finished); when etcd cannot be asked it says so (a retryable error).
+// Otherwise the node may be reset and joined again.
+func rescueJoin(ctx context.Context, e *Env, token string) (finished bool, err error) {
+	if !e.IsControlPlane() || e.IsFirstControlPlane() || !e.Host.Exists(etcdManifest) {
+		return false, nil
+	}
+	st, err := etcdMember(ctx, e)
+	if err != nil {
+		// The kubelet runs this node's etcd again (the quorum may need
+		// it): then it can be asked.
+		if e.Host.Exists(kubeletConfig) {
+			e.Host.Run(ctx, "systemctl", "start", "kubelet")
+		}
+		return false, retry.Retryable(fmt.Errorf("%w: not resetting a control plane whose etcd member may vote", err))
+	}
+	e.Progress.Printf("kubeadm: this node's etcd member is %s", st)
+	if st != memberVoting {
+		return false, nil
+	}
+	return true, finishJoin(ctx, e, token)
+}
+
+// finishJoin runs what a control plane's `kubeadm join` does after its
+// etcd member joined: wait for the kubelet's TLS bootstrap, label and
+// taint the node as a control plane, wait for this node's API server
+// (kubeadm's wait-control-plane step cannot run on its own).
+func finishJoin(ctx context.Context, e *Env, token string) error {
+	e.Progress.Printf("kubeadm: finishing the join (its etcd member votes already: resetting this node would stop it and take the quorum)")
+	for _, ph := range [][]string{{"kubelet-wait-bootstrap"}, {"control-plane-join", "mark-control-plane"}} {
+		c := exec.Command("kubeadm", append(append([]string{"join", "phase"}, ph...), "--config", kubeadmConfig)...)
+		c.Redact = []string{token}
+		c.Progress, c.ProgressPrefix = e.Progress.Writer(), "kubeadm: "
+		if _, err := e.Host.RunCmd(ctx, c); err != nil {
+			return retry.Retryable(err)
+		}
+	}
+	server := "https://" + net.JoinHostPort(nodeIP(e.Node), strconv.Itoa(e.Cluster.ControlPlaneEndpoint.Port))
+	var last error
+	if err := e.waitFor(ctx, "this node's API server at "+server, kubeadmBootWait, func() bool {
+		_, last = e.Host.Run(ctx, "kubectl", "--kubeconfig", adminConf, "--server", server, "get", "--raw", "/readyz")
+		return last == nil
+	}); err != nil {
+		return fmt.Errorf("%w: %v", err, last)
+	}
+	return nil
+}
