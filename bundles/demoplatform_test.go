@@ -78,6 +78,33 @@ func checkProbeTimeouts(t *testing.T, r rendered, min int, slow ...string) {
 	}
 }
 
+// checkHelperPodTimeout fails t unless the storage release gives the
+// local-path provisioner's helper pods at least min seconds: with the
+// provisioner's 120 s every attempt to make Harbor's database volume on a
+// busy emulated worker failed (seen under QEMU).
+func checkHelperPodTimeout(t *testing.T, rs []rendered, min int) {
+	t.Helper()
+	for _, r := range rs {
+		for _, o := range r.objs {
+			if o.Kind() != "ConfigMap" || o.Name() != "local-path-config" {
+				continue
+			}
+			data, _ := o["data"].(map[string]any)
+			var cfg struct {
+				CmdTimeoutSeconds int `json:"cmdTimeoutSeconds"`
+			}
+			if err := json.Unmarshal([]byte(fmt.Sprint(data["config.json"])), &cfg); err != nil {
+				t.Fatalf("release %s: local-path-config: config.json: %v", r.release.Name, err)
+			}
+			if cfg.CmdTimeoutSeconds < min {
+				t.Errorf("release %s: local-path-config: cmdTimeoutSeconds %d, under %d", r.release.Name, cfg.CmdTimeoutSeconds, min)
+			}
+			return
+		}
+	}
+	t.Error("no release renders local-path-config")
+}
+
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
@@ -129,6 +156,7 @@ func TestDemoPlatformAppliesToRealAPIServer(t *testing.T) {
 			t.Errorf("%s does not prefer a node without Harbor's database: %s", o.Name(), b)
 		}
 	}
+	checkHelperPodTimeout(t, rs, 600)
 	checkRendersSame(t, "demo.yaml", string(site), rs, secrets, nil)
 
 	if testing.Short() {
