@@ -172,6 +172,8 @@ type state struct {
 	cluster *clusterState
 	// failNext makes the next command with this prefix fail once.
 	failNext string
+	// etcdDown: the node's own etcd container does not run.
+	etcdDown bool
 }
 
 type clusterState struct {
@@ -492,8 +494,11 @@ func (m *machine) script() {
 		}
 		return exectest.Response{Stdout: `{"header":{"cluster_id":7},"members":[` + strings.Join(ms, ",") + `]}`}
 	}
-	f.On("crictl ps --name ^etcd$ -q", func(exec.Cmd) exectest.Response {
-		if _, err := os.Stat(filepath.Join(root, "etc/kubernetes/manifests/etcd.yaml")); err != nil {
+	f.On("crictl ps --name ", func(exec.Cmd) exectest.Response {
+		st.mu.Lock()
+		down := st.etcdDown
+		st.mu.Unlock()
+		if _, err := os.Stat(filepath.Join(root, "etc/kubernetes/manifests/etcd.yaml")); err != nil || down {
 			return ok
 		}
 		return exectest.Response{Stdout: "3f2a9c\n"}

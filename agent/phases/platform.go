@@ -904,6 +904,12 @@ func (in *installer) waitGate(ctx context.Context, r bundle.LockRelease, p *prep
 				more = fmt.Sprintf(" (and %d more)", len(reasons)-1)
 			}
 			in.e.Progress.Printf("release %s: waiting for its gate, %s so far: %s%s", r.Name, now.Sub(start).Round(time.Second), first, more)
+			// The API server does not answer: say why, from this node.
+			if apiUnreachable(first) && in.e.IsControlPlane() {
+				if st := controlPlaneState(ctx, in.e); st != "" {
+					in.e.Progress.Printf("release %s: the API server does not answer; on this node: %s", r.Name, st)
+				}
+			}
 		}
 		err := in.e.sleep(ctx, pause)
 		pause = min(pause*3/2, gateMaxPause)
