@@ -129,6 +129,11 @@ func rescueJoin(ctx context.Context, e *Env, token string) (finished bool, err e
 	if !e.IsControlPlane() || e.IsFirstControlPlane() || !e.Host.Exists(etcdManifest) {
 		return false, nil
 	}
+	// What the node's own etcd and API server do: the console is the
+	// operator's only window.
+	if cs := controlPlaneState(ctx, e); cs != "" {
+		e.Progress.Printf("kubeadm: on this node: %s", cs)
+	}
 	st, err := etcdMember(ctx, e)
 	if err != nil {
 		// The kubelet runs this node's etcd again (the quorum may need
