@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -50,21 +51,24 @@ const (
 	kubeletConfig  = "/var/lib/kubelet/config.yaml"
 )
 
-// etcdctlArgs list etcd's members as JSON from inside an etcd container
-// (the image carries etcdctl; the pod mounts the etcd certificates at the
-// same paths).
-var etcdctlArgs = []string{"etcdctl", "--endpoints=https://127.0.0.1:2379",
+// etcdctl is etcdctl inside an etcd container (the image carries it; the
+// pod mounts the etcd certificates at the same paths), talking to that
+// container's etcd.
+var etcdctl = []string{"etcdctl", "--endpoints=https://127.0.0.1:2379",
 	"--cacert=" + etcdCA, "--cert=" + etcdClientCert, "--key=" + etcdClientKey,
-	"--command-timeout=15s", "member", "list", "-w", "json"}
+	"--command-timeout=15s"}
 
-// etcdMember asks etcd about this node's member, found by its peer URL:
-// through the node's own etcd container first, then through the first
-// control plane's etcd pod. An error says etcd could not be asked.
-func etcdMember(ctx context.Context, e *Env) (memberState, error) {
+var memberList = append(append([]string{}, etcdctl...), "member", "list", "-w", "json")
+
+// etcdMember asks etcd about this node's member, found by its peer URL,
+// and says its ID (hex, as etcdctl takes it): through the node's own etcd
+// container first, then through the first control plane's etcd pod. An
+// error says etcd could not be asked.
+func etcdMember(ctx context.Context, e *Env) (memberState, string, error) {
 	var tries []string
 	if out, err := e.Host.Run(ctx, "crictl", "ps", "--name", "^etcd$", "-q"); err == nil {
 		if id := firstLine(string(out)); id != "" {
-			out, err := e.Host.Run(ctx, "crictl", append([]string{"exec", id}, etcdctlArgs...)...)
+			out, err := e.Host.Run(ctx, "crictl", append([]string{"exec", id}, memberList...)...)
 			if err == nil {
 				return memberIn(out, e)
 			}
@@ -76,41 +80,46 @@ func etcdMember(ctx context.Context, e *Env) (memberState, error) {
 		tries = append(tries, "crictl: "+err.Error())
 	}
 	if e.Host.Exists(adminConf) {
-		pod := "etcd-" + e.Cluster.FirstControlPlane().Name
-		out, err := e.Host.Run(ctx, "kubectl", append([]string{"--kubeconfig", adminConf, "-n", "kube-system", "exec", pod, "--"}, etcdctlArgs...)...)
+		out, err := execFirstEtcd(ctx, e, memberList...)
 		if err == nil {
 			return memberIn(out, e)
 		}
-		tries = append(tries, pod+": "+err.Error())
+		tries = append(tries, "etcd-"+e.Cluster.FirstControlPlane().Name+": "+err.Error())
 	}
-	return memberUnknown, fmt.Errorf("etcd could not be asked about %s's member (%s)", e.Node.Name, strings.Join(tries, "; "))
+	return memberUnknown, "", fmt.Errorf("etcd could not be asked about %s's member (%s)", e.Node.Name, strings.Join(tries, "; "))
+}
+
+// execFirstEtcd runs a command in the first control plane's etcd pod,
+// with this node's admin credentials (a joining control plane has them).
+func execFirstEtcd(ctx context.Context, e *Env, cmd ...string) ([]byte, error) {
+	pod := "etcd-" + e.Cluster.FirstControlPlane().Name
+	return e.Host.Run(ctx, "kubectl", append([]string{"--kubeconfig", adminConf, "-n", "kube-system", "exec", pod, "--"}, cmd...)...)
 }
 
 // memberIn finds this node's member in `etcdctl member list -w json`.
-func memberIn(out []byte, e *Env) (memberState, error) {
+func memberIn(out []byte, e *Env) (memberState, string, error) {
 	var list struct {
 		Members []struct {
-			Name      string   `json:"name"`
+			ID        uint64   `json:"ID"`
 			PeerURLs  []string `json:"peerURLs"`
 			IsLearner bool     `json:"isLearner"`
 		} `json:"members"`
 	}
 	if err := json.Unmarshal(out, &list); err != nil {
-		return memberUnknown, fmt.Errorf("etcdctl member list: %w", err)
+		return memberUnknown, "", fmt.Errorf("etcdctl member list: %w", err)
 	}
 	peer := "https://" + net.JoinHostPort(nodeIP(e.Node), strconv.Itoa(2380))
 	for _, m := range list.Members {
-		for _, u := range m.PeerURLs {
-			if u != peer {
-				continue
-			}
-			if m.IsLearner {
-				return memberLearner, nil
-			}
-			return memberVoting, nil
+		if !slices.Contains(m.PeerURLs, peer) {
+			continue
 		}
+		id := strconv.FormatUint(m.ID, 16)
+		if m.IsLearner {
+			return memberLearner, id, nil
+		}
+		return memberVoting, id, nil
 	}
-	return memberAbsent, nil
+	return memberAbsent, "", nil
 }
 
 func firstLine(s string) string {
@@ -134,7 +143,7 @@ func rescueJoin(ctx context.Context, e *Env, token string) (finished bool, err e
 	if cs := controlPlaneState(ctx, e); cs != "" {
 		e.Progress.Printf("kubeadm: on this node: %s", cs)
 	}
-	st, err := etcdMember(ctx, e)
+	st, id, err := etcdMember(ctx, e)
 	if err != nil {
 		// The kubelet runs this node's etcd again (the quorum may need
 		// it): then it can be asked.
@@ -144,10 +153,21 @@ func rescueJoin(ctx context.Context, e *Env, token string) (finished bool, err e
 		return false, retry.Retryable(fmt.Errorf("%w: not resetting a control plane whose etcd member may vote", err))
 	}
 	e.Progress.Printf("kubeadm: this node's etcd member is %s", st)
-	if st != memberVoting {
-		return false, nil
+	switch st {
+	case memberVoting:
+		return true, finishJoin(ctx, e, token)
+	case memberLearner:
+		// kubeadm reset is meant to remove it but may not manage (it
+		// needs the API). A learner left behind would be taken up again
+		// by the next join with its old progress, and the new, empty etcd
+		// would crash on the leader's first message ("tocommit out of
+		// range"), again and again (seen under QEMU).
+		e.Progress.Printf("kubeadm: removing the learner %s before joining again", id)
+		if _, err := execFirstEtcd(ctx, e, append(append([]string{}, etcdctl...), "member", "remove", id)...); err != nil {
+			return false, retry.Retryable(fmt.Errorf("removing this node's etcd learner %s: %w", id, err))
+		}
 	}
-	return true, finishJoin(ctx, e, token)
+	return false, nil
 }
 
 // finishJoin runs what a control plane's `kubeadm join` does after its

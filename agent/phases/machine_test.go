@@ -442,6 +442,12 @@ func (m *machine) script() {
 		if cs.etcd == nil {
 			cs.etcd, cs.labelled = map[string]string{}, map[string]bool{}
 		}
+		if cs.etcd[node] == "learner" {
+			// A member with this peer URL is there already: kubeadm takes
+			// it up again, and the new, empty etcd crashes on the leader's
+			// first message (its old progress is out of its range).
+			return exectest.Response{ExitCode: 1, Stderr: "error execution phase etcd-join: error creating local etcd static pod manifest file: etcdserver: can only promote a learner member which is in sync with leader"}
+		}
 		cs.etcd[node] = "learner"
 		switch f := cs.joinFails; f {
 		case "learner":
@@ -465,14 +471,14 @@ func (m *machine) script() {
 		return ok
 	})
 	f.On("kubeadm reset", func(exec.Cmd) exectest.Response {
-		// kubeadm removes the node's etcd member, then stops it; with two
-		// voting members the cluster has no quorum without it.
+		// kubeadm stops the node's etcd (with two voting members the
+		// cluster has no quorum without it) and means to remove its member,
+		// which it did not manage under QEMU: the member stays.
 		cs := st.cluster
 		cs.mu.Lock()
 		if cs.etcd[node] == "voting" {
 			cs.up = false
 		}
-		delete(cs.etcd, node)
 		cs.mu.Unlock()
 		os.RemoveAll(filepath.Join(root, "etc/kubernetes"))
 		return ok
@@ -483,6 +489,13 @@ func (m *machine) script() {
 		defer cs.mu.Unlock()
 		if cs.etcdSilent {
 			return exectest.Response{ExitCode: 1, Stderr: "Error: context deadline exceeded"}
+		}
+		if strings.Contains(lineOf(c), " member remove ") {
+			if c.Args[len(c.Args)-1] != "2" || cs.etcd["cp2"] == "" {
+				return exectest.Response{ExitCode: 1, Stderr: "Error: etcdserver: member not found"}
+			}
+			delete(cs.etcd, "cp2")
+			return exectest.Response{Stdout: "Member 2 removed from cluster 7\n"}
 		}
 		ms := []string{`{"ID":1,"name":"cp1","peerURLs":["https://10.0.0.11:2380"],"clientURLs":["https://10.0.0.11:2379"]}`}
 		if s := cs.etcd["cp2"]; s != "" {
