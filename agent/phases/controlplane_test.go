@@ -53,8 +53,8 @@ func TestSecondControlPlanePromotionTimedOut(t *testing.T) {
 	if !cs.up || !cs.labelled["cp2"] {
 		t.Errorf("cluster up %v, cp2 labelled %v", cs.up, cs.labelled["cp2"])
 	}
-	// etcd asked in the node's own etcd container.
-	if count(lines, "crictl exec 3f2a9c etcdctl") != 1 || count(lines, "kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system exec") != 0 {
+	// etcd asked in the first control plane's etcd pod.
+	if count(lines, "kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system exec etcd-cp1 -- etcdctl") != 1 || count(lines, "crictl exec") != 0 {
 		t.Errorf("etcd asked how:\n%s", strings.Join(lines, "\n"))
 	}
 	if !strings.Contains(m.out.String(), "etcd member is a voting member") {
@@ -99,15 +99,15 @@ func TestSecondControlPlanePowerCutAfterPromotion(t *testing.T) {
 	cs.mu.Lock()
 	cs.etcdSilent = false
 	cs.mu.Unlock()
-	// Its own etcd container is not up yet: the first control plane's
-	// etcd pod answers.
-	m.state.etcdDown = true
+	// The first control plane's pod cannot be reached yet: the node's own
+	// etcd container answers.
+	m.state.execFails = true
 	if err := m.run(phases.List()); err != nil {
 		t.Fatalf("%v\n%s", err, m.out)
 	}
 	lines := m.fake.Lines()
 	if count(lines, "kubeadm reset") != 0 || count(lines, "kubeadm join --config") != 0 || count(lines, "kubeadm join phase control-plane-join mark-control-plane") != 1 ||
-		count(lines, "kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system exec etcd-cp1 -- etcdctl") != 1 {
+		count(lines, "crictl exec 3f2a9c etcdctl") != 1 {
 		t.Errorf("commands after the power cut:\n%s", strings.Join(lines, "\n"))
 	}
 	if !cs.up || !cs.labelled["cp2"] {

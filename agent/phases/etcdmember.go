@@ -61,11 +61,21 @@ var etcdctl = []string{"etcdctl", "--endpoints=https://127.0.0.1:2379",
 var memberList = append(append([]string{}, etcdctl...), "member", "list", "-w", "json")
 
 // etcdMember asks etcd about this node's member, found by its peer URL,
-// and says its ID (hex, as etcdctl takes it): through the node's own etcd
-// container first, then through the first control plane's etcd pod. An
-// error says etcd could not be asked.
+// and says its ID (hex, as etcdctl takes it): through the first control
+// plane's etcd pod (over the API), else through the node's own etcd
+// container (when the API has no quorum without it). etcdctl's member
+// list is linearizable: without a quorum it fails rather than answer from
+// one member's view. An error says etcd could not be asked.
 func etcdMember(ctx context.Context, e *Env) (memberState, string, error) {
 	var tries []string
+	// A voting member's answer first: a learner's own view may be stale.
+	if e.Host.Exists(adminConf) {
+		out, err := execFirstEtcd(ctx, e, memberList...)
+		if err == nil {
+			return memberIn(out, e)
+		}
+		tries = append(tries, "etcd-"+e.Cluster.FirstControlPlane().Name+": "+err.Error())
+	}
 	if out, err := e.Host.Run(ctx, "crictl", "ps", "--name", "^etcd$", "-q"); err == nil {
 		if id := firstLine(string(out)); id != "" {
 			out, err := e.Host.Run(ctx, "crictl", append([]string{"exec", id}, memberList...)...)
@@ -78,13 +88,6 @@ func etcdMember(ctx context.Context, e *Env) (memberState, string, error) {
 		}
 	} else {
 		tries = append(tries, "crictl: "+err.Error())
-	}
-	if e.Host.Exists(adminConf) {
-		out, err := execFirstEtcd(ctx, e, memberList...)
-		if err == nil {
-			return memberIn(out, e)
-		}
-		tries = append(tries, "etcd-"+e.Cluster.FirstControlPlane().Name+": "+err.Error())
 	}
 	return memberUnknown, "", fmt.Errorf("etcd could not be asked about %s's member (%s)", e.Node.Name, strings.Join(tries, "; "))
 }

@@ -172,8 +172,9 @@ type state struct {
 	cluster *clusterState
 	// failNext makes the next command with this prefix fail once.
 	failNext string
-	// etcdDown: the node's own etcd container does not run.
-	etcdDown bool
+	// execFails: kubectl exec does not reach a pod (the API without its
+	// quorum, or a slow node).
+	execFails bool
 }
 
 type clusterState struct {
@@ -508,16 +509,21 @@ func (m *machine) script() {
 		return exectest.Response{Stdout: `{"header":{"cluster_id":7},"members":[` + strings.Join(ms, ",") + `]}`}
 	}
 	f.On("crictl ps --name ", func(exec.Cmd) exectest.Response {
-		st.mu.Lock()
-		down := st.etcdDown
-		st.mu.Unlock()
-		if _, err := os.Stat(filepath.Join(root, "etc/kubernetes/manifests/etcd.yaml")); err != nil || down {
+		if _, err := os.Stat(filepath.Join(root, "etc/kubernetes/manifests/etcd.yaml")); err != nil {
 			return ok
 		}
 		return exectest.Response{Stdout: "3f2a9c\n"}
 	})
 	f.On("crictl exec 3f2a9c etcdctl", etcdctl)
-	f.On("kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system exec etcd-cp1 -- etcdctl", etcdctl)
+	f.On("kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system exec etcd-cp1 -- etcdctl", func(c exec.Cmd) exectest.Response {
+		st.mu.Lock()
+		fails := st.execFails
+		st.mu.Unlock()
+		if fails {
+			return exectest.Response{ExitCode: 1, Stderr: "error: unable to upgrade connection: etcdserver: request timed out"}
+		}
+		return etcdctl(c)
+	})
 	f.On("kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system get daemonset kube-proxy", func(exec.Cmd) exectest.Response {
 		cs := st.cluster
 		cs.mu.Lock()
