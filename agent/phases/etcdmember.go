@@ -138,7 +138,13 @@ func firstLine(s string) string {
 // (finished); when etcd cannot be asked it says so (a retryable error).
 // Otherwise the node may be reset and joined again.
 func rescueJoin(ctx context.Context, e *Env, token string) (finished bool, err error) {
-	if !e.IsControlPlane() || e.IsFirstControlPlane() || !e.Host.Exists(etcdManifest) {
+	if !e.IsControlPlane() || e.IsFirstControlPlane() {
+		return false, nil
+	}
+	// Without its manifest the node's etcd never ran, so its member (if
+	// the join added one) cannot vote: it is only looked for to remove.
+	ran := e.Host.Exists(etcdManifest)
+	if !ran && !e.Host.Exists(adminConf) {
 		return false, nil
 	}
 	// What the node's own etcd and API server do: the console is the
@@ -147,6 +153,10 @@ func rescueJoin(ctx context.Context, e *Env, token string) (finished bool, err e
 		e.Progress.Printf("kubeadm: on this node: %s", cs)
 	}
 	st, id, err := etcdMember(ctx, e)
+	if err != nil && !ran {
+		e.Progress.Printf("kubeadm: %v; its etcd never ran here: resetting", err)
+		return false, nil
+	}
 	if err != nil {
 		// The kubelet runs this node's etcd again (the quorum may need
 		// it): then it can be asked.
