@@ -566,6 +566,75 @@ func TestClusterWorkerAddedLater(t *testing.T) {
 	checkWorkload(t, c, "cp1", "w1")
 }
 
+// twoControlPlanes is cp1 and a second control plane, cp2, with every
+// release disabled (the platform is not what this scenario is about).
+const twoControlPlanes = `apiVersion: kpaas.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: demo
+controlPlaneEndpoint:
+  host: 10.42.0.11
+nodes:
+  - name: cp1
+    role: control-plane
+    macs: ["52:54:00:4b:00:11"]
+    managementMACs: ["52:54:00:4b:01:11"]
+    address: 10.42.0.11/24
+  - name: cp2
+    role: control-plane
+    macs: ["52:54:00:4b:00:12"]
+    address: 10.42.0.12/24
+platform:
+  disable: [harbor, mariadb, storage, hello]
+`
+
+// TestClusterSecondControlPlane powers two control planes on together:
+// cp2's agent waits for cp1's API, joins as a control plane with the CA
+// keys of its config disk (kubeadm join --control-plane) and runs its own
+// API server, controller manager, scheduler and etcd member; etcd lists
+// both members started; a pod on cp2 reaches one on cp1.
+func TestClusterSecondControlPlane(t *testing.T) {
+	e2e(t)
+	c := newCluster(t, twoControlPlanes, 0)
+	v1 := c.Boot("cp1")
+	v2 := c.Boot("cp2")
+	_, at1 := v1.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout)
+	t.Logf("cp1 ready %s after power-on", at1.Round(time.Second))
+	_, at2 := v2.Expect(cluster.ReadyLine(c.Node("cp2")), clusterTimeout)
+	t.Logf("cp2 ready %s after power-on", at2.Round(time.Second))
+	checkNodesReady(t, c)
+	for _, comp := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		pod := comp + "-cp2"
+		c.WaitKubectl(pod+" Ready", 10*time.Minute, func(out string) bool { return strings.TrimSpace(out) == "True" },
+			"-n", "kube-system", "get", "pod", pod, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+	}
+	if out, err := c.Kubectl("", "get", "node", "cp2", "-o", `jsonpath={.metadata.labels.node-role\.kubernetes\.io/control-plane}{"|"}{.spec.taints[*].key}`); err != nil || !strings.Contains(out, "|node-role.kubernetes.io/control-plane") {
+		t.Errorf("cp2 is not labelled and tainted as a control plane: %q, %v", out, err)
+	}
+	pki := "/etc/kubernetes/pki/etcd/"
+	out, err := c.Kubectl("", "-n", "kube-system", "exec", "etcd-cp1", "--", "etcdctl", "--endpoints=https://127.0.0.1:2379",
+		"--cacert="+pki+"ca.crt", "--cert="+pki+"healthcheck-client.crt", "--key="+pki+"healthcheck-client.key", "member", "list")
+	if err != nil {
+		t.Fatalf("etcdctl member list: %v\n%s", err, out)
+	}
+	t.Logf("etcd members:\n%s", out)
+	for _, n := range []string{"cp1", "cp2"} {
+		if !regexp.MustCompile(`(?m)^[0-9a-f]+, started, ` + n + `, `).MatchString(out) {
+			t.Errorf("etcd has no started member %s", n)
+		}
+	}
+	// Which way cp2's join went: at once, or through the agent's rescue
+	// of a join whose etcd promotion timed out after taking effect.
+	for _, l := range strings.Split(c.VMs["cp2"].Console(), "\n") {
+		if strings.Contains(l, "kubeadm: error:") || strings.Contains(l, "kubeadm: this node's etcd member is") ||
+			strings.Contains(l, "kubeadm: removing the learner") || strings.Contains(l, "kubeadm: finishing the join") {
+			t.Logf("cp2: %s", strings.TrimSpace(l))
+		}
+	}
+	recordFigures(t, c, "two control planes")
+	checkWorkload(t, c, "cp1", "cp2")
+}
+
 // TestClusterControlPlaneKilledDuringKubeadm powers the control plane off
 // hard in the middle of kubeadm init; booted again from the same disk, its
 // agent resets the half-initialised node and the cluster forms.
