@@ -619,8 +619,8 @@ func TestClusterSecondControlPlane(t *testing.T) {
 	}
 	t.Logf("etcd members:\n%s", out)
 	for _, n := range []string{"cp1", "cp2"} {
-		if !regexp.MustCompile(`(?m)^[0-9a-f]+, started, ` + n + `, `).MatchString(out) {
-			t.Errorf("etcd has no started member %s", n)
+		if !regexp.MustCompile(`(?m)^[0-9a-f]+, started, ` + n + `, .*, false$`).MatchString(out) {
+			t.Errorf("etcd has no started, voting member %s", n)
 		}
 	}
 	// Which way cp2's join went: at once, or through the agent's rescue
