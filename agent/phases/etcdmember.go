@@ -24,7 +24,9 @@ import (
 // voting members need both for a quorum: resetting that node (which stops
 // its etcd) would take the whole cluster's API down with it. So a further
 // control plane whose join failed or was interrupted asks etcd first:
-//   - no member, or a learner (learners do not vote): reset and join again;
+//   - no member: reset and join again;
+//   - a learner (learners do not vote): remove it (a reset may leave it,
+//     and the next join would take it up), reset and join again;
 //   - a voting member: finish the join's remaining steps, never reset;
 //   - etcd cannot be asked: wait and ask again, never reset.
 
