@@ -128,7 +128,15 @@ func demoMedia(t *testing.T) *clusterMedia {
 // and a database initialised on an emulated worker) is left out; storage
 // and hello stay. The three-node scenario of make e2e installs the whole
 // demo platform.
-const twoNodes = `apiVersion: kpaas.dev/v1alpha1
+const twoNodes = cp1Alone + w1Entry + `platform:
+  disable: [harbor, mariadb]
+`
+
+// cp1Alone is the scenarios' cluster up to its nodes' list, cp1 alone in
+// it (the API forwarded through its management NIC); w1Entry is the
+// worker's entry.
+const (
+	cp1Alone = `apiVersion: kpaas.dev/v1alpha1
 kind: Cluster
 metadata:
   name: demo
@@ -140,13 +148,15 @@ nodes:
     macs: ["52:54:00:4b:00:11"]
     managementMACs: ["52:54:00:4b:01:11"]
     address: 10.42.0.11/24
-  - name: w1
+`
+	w1Entry = `  - name: w1
     role: worker
     macs: ["52:54:00:4b:00:21"]
     address: 10.42.0.21/24
-platform:
-  disable: [harbor, mariadb]
 `
+	// noReleases disables every release of the demo platform.
+	noReleases = "platform:\n  disable: [harbor, mariadb, storage, hello]\n"
+)
 
 // newCluster makes a site from a cluster file (fresh secrets, config
 // disks) and the nodes' overlays of the demo media, booting nothing; the
@@ -500,8 +510,7 @@ func lastLines(s string, n int) string {
 // folder has held from the start.
 func TestClusterWorkerAddedLater(t *testing.T) {
 	e2e(t)
-	alone, _, _ := strings.Cut(twoNodes, "  - name: w1\n")
-	c := newCluster(t, alone+"platform:\n  disable: [harbor, mariadb, storage, hello]\n", 0)
+	c := newCluster(t, cp1Alone+noReleases, 0)
 	cv := c.Boot("cp1")
 	_, at := cv.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout)
 	t.Logf("cp1 ready %s after power-on, alone", at.Round(time.Second))
@@ -545,14 +554,11 @@ func TestClusterWorkerAddedLater(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, w1, _ := strings.Cut(twoNodes, "  - name: w1\n")
-	w1, _, _ = strings.Cut(w1, "platform:")
-	entry := "  - name: w1\n" + w1
 	nodes := regexp.MustCompile(`(?m)^nodes:\n((?:  .*\n)+)`)
 	if !nodes.Match(cfg) {
 		t.Fatalf("%s has no nodes list:\n%s", file, cfg)
 	}
-	cfg = nodes.ReplaceAllFunc(cfg, func(m []byte) []byte { return append(append([]byte{}, m...), entry...) })
+	cfg = nodes.ReplaceAllFunc(cfg, func(m []byte) []byte { return append(append([]byte{}, m...), w1Entry...) })
 	if err := os.WriteFile(file, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -568,25 +574,11 @@ func TestClusterWorkerAddedLater(t *testing.T) {
 
 // twoControlPlanes is cp1 and a second control plane, cp2, with every
 // release disabled (the platform is not what this scenario is about).
-const twoControlPlanes = `apiVersion: kpaas.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: demo
-controlPlaneEndpoint:
-  host: 10.42.0.11
-nodes:
-  - name: cp1
-    role: control-plane
-    macs: ["52:54:00:4b:00:11"]
-    managementMACs: ["52:54:00:4b:01:11"]
-    address: 10.42.0.11/24
-  - name: cp2
+const twoControlPlanes = cp1Alone + `  - name: cp2
     role: control-plane
     macs: ["52:54:00:4b:00:12"]
     address: 10.42.0.12/24
-platform:
-  disable: [harbor, mariadb, storage, hello]
-`
+` + noReleases
 
 // TestClusterSecondControlPlane powers two control planes on together:
 // cp2's agent waits for cp1's API, joins as a control plane with the CA

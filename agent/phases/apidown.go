@@ -124,8 +124,8 @@ func lastLogLine(e *Env, p string) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	last := lines[len(lines)-1]
 	// 2026-12-06T15:40:01.123456789Z stderr F message
-	if f := strings.SplitN(last, " ", 4); len(f) == 4 {
-		last = f[3]
+	if fields := strings.SplitN(last, " ", 4); len(fields) == 4 {
+		last = fields[3]
 	}
 	if len(last) > 300 {
 		last = last[:300] + "…"

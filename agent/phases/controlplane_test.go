@@ -7,19 +7,29 @@ import (
 	"kpaas.dev/appliance/agent/phases"
 )
 
-// A second control plane joins: kubeadm join, nothing reset, the node
-// labelled, the marker written.
-func TestSecondControlPlaneJoins(t *testing.T) {
-	m := newMachine(t, "cp2", upCluster())
+// joinCP2 runs every phase on cp2 of a cluster whose first control plane
+// is up, its first kubeadm join failing as joinFails says (clusterState),
+// and returns the machine, the cluster and the commands run.
+func joinCP2(t *testing.T, joinFails string) (*machine, *clusterState, []string) {
+	t.Helper()
+	cs := upCluster()
+	cs.joinFails = joinFails
+	m := newMachine(t, "cp2", cs)
 	if err := m.run(phases.List()); err != nil {
 		t.Fatalf("%v\n%s", err, m.out)
 	}
-	lines := m.fake.Lines()
+	return m, cs, m.fake.Lines()
+}
+
+// A second control plane joins: kubeadm join, nothing reset, the node
+// labelled, the marker written.
+func TestSecondControlPlaneJoins(t *testing.T) {
+	_, cs, lines := joinCP2(t, "")
 	if count(lines, "kubeadm join --config") != 1 || count(lines, "kubeadm reset") != 0 || count(lines, "crictl exec") != 0 {
 		t.Errorf("commands:\n%s", strings.Join(lines, "\n"))
 	}
-	if !m.state.cluster.labelled["cp2"] || m.state.cluster.etcd["cp2"] != "voting" {
-		t.Errorf("cluster: %+v", m.state.cluster)
+	if !cs.labelled["cp2"] || cs.etcd["cp2"] != "voting" {
+		t.Errorf("cluster: %+v", cs)
 	}
 }
 
@@ -28,13 +38,7 @@ func TestSecondControlPlaneJoins(t *testing.T) {
 // fails. The member votes: resetting the node would stop its etcd and the
 // two-member cluster with it. The agent finishes the join instead.
 func TestSecondControlPlanePromotionTimedOut(t *testing.T) {
-	cs := upCluster()
-	cs.joinFails = "voting"
-	m := newMachine(t, "cp2", cs)
-	if err := m.run(phases.List()); err != nil {
-		t.Fatalf("%v\n%s", err, m.out)
-	}
-	lines := m.fake.Lines()
+	m, cs, lines := joinCP2(t, "voting")
 	if n := count(lines, "kubeadm reset"); n != 0 {
 		t.Errorf("kubeadm reset ran %d times on a voting member:\n%s", n, strings.Join(lines, "\n"))
 	}
@@ -66,13 +70,7 @@ func TestSecondControlPlanePromotionTimedOut(t *testing.T) {
 // vote): the learner removed (kubeadm reset may leave it, and the next
 // join would take it up and crash), reset, join again.
 func TestSecondControlPlaneLearnerIsReset(t *testing.T) {
-	cs := upCluster()
-	cs.joinFails = "learner"
-	m := newMachine(t, "cp2", cs)
-	if err := m.run(phases.List()); err != nil {
-		t.Fatalf("%v\n%s", err, m.out)
-	}
-	lines := m.fake.Lines()
+	_, cs, lines := joinCP2(t, "learner")
 	if count(lines, "kubeadm reset --force") != 1 || count(lines, "kubeadm join --config") != 2 ||
 		count(lines, "kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system exec etcd-cp1 -- etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt --key=/etc/kubernetes/pki/etcd/healthcheck-client.key --command-timeout=15s member remove 2") != 1 {
 		t.Errorf("commands:\n%s", strings.Join(lines, "\n"))

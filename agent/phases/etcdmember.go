@@ -53,14 +53,16 @@ const (
 	kubeletConfig  = "/var/lib/kubelet/config.yaml"
 )
 
-// etcdctl is etcdctl inside an etcd container (the image carries it; the
-// pod mounts the etcd certificates at the same paths), talking to that
-// container's etcd.
-var etcdctl = []string{"etcdctl", "--endpoints=https://127.0.0.1:2379",
-	"--cacert=" + etcdCA, "--cert=" + etcdClientCert, "--key=" + etcdClientKey,
-	"--command-timeout=15s"}
+// etcdctl is an etcdctl command line run inside an etcd container (the
+// image carries it; the pod mounts the etcd certificates at the same
+// paths), talking to that container's etcd.
+func etcdctl(args ...string) []string {
+	return append([]string{"etcdctl", "--endpoints=https://127.0.0.1:2379",
+		"--cacert=" + etcdCA, "--cert=" + etcdClientCert, "--key=" + etcdClientKey,
+		"--command-timeout=15s"}, args...)
+}
 
-var memberList = append(append([]string{}, etcdctl...), "member", "list", "-w", "json")
+var memberList = etcdctl("member", "list", "-w", "json")
 
 // etcdMember asks etcd about this node's member, found by its peer URL,
 // and says its ID (hex, as etcdctl takes it): through the first control
@@ -79,7 +81,7 @@ func etcdMember(ctx context.Context, e *Env) (memberState, string, error) {
 		tries = append(tries, "etcd-"+e.Cluster.FirstControlPlane().Name+": "+err.Error())
 	}
 	if out, err := e.Host.Run(ctx, "crictl", "ps", "--name", "^etcd$", "-q"); err == nil {
-		if id := firstLine(string(out)); id != "" {
+		if id, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n"); id != "" {
 			out, err := e.Host.Run(ctx, "crictl", append([]string{"exec", id}, memberList...)...)
 			if err == nil {
 				return memberIn(out, e)
@@ -127,14 +129,6 @@ func memberIn(out []byte, e *Env) (memberState, string, error) {
 	return memberAbsent, "", nil
 }
 
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	return strings.TrimSpace(s)
-}
-
 // rescueJoin looks after a further control plane whose join failed or
 // was interrupted: when its etcd member votes it finishes the join
 // (finished); when etcd cannot be asked it says so (a retryable error).
@@ -178,7 +172,7 @@ func rescueJoin(ctx context.Context, e *Env, token string) (finished bool, err e
 		// would crash on the leader's first message ("tocommit out of
 		// range"), again and again (seen under QEMU).
 		e.Progress.Printf("kubeadm: removing the learner %s before joining again", id)
-		if _, err := execFirstEtcd(ctx, e, append(append([]string{}, etcdctl...), "member", "remove", id)...); err != nil {
+		if _, err := execFirstEtcd(ctx, e, etcdctl("member", "remove", id)...); err != nil {
 			return false, retry.Retryable(fmt.Errorf("removing this node's etcd learner %s: %w", id, err))
 		}
 	}

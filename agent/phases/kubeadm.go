@@ -95,8 +95,7 @@ func kubeadmDone(ctx context.Context, e *Env) bool {
 	if !kubeadmComplete(ctx, e) {
 		return false
 	}
-	_, err := e.Host.WriteFile(kubeadmMarker, []byte(role(e)+"\n"), 0o644)
-	return err == nil
+	return markKubeadm(e) == nil
 }
 
 func role(e *Env) string {
@@ -143,7 +142,7 @@ const controlPlaneLabel = "node-role.kubernetes.io/control-plane"
 
 func runKubeadm(ctx context.Context, e *Env) error {
 	if kubeadmComplete(ctx, e) {
-		return markKubeadm(e, nil)
+		return markKubeadm(e)
 	}
 	token, err := readSecret(e, cluster.Token)
 	if err != nil {
@@ -152,8 +151,10 @@ func runKubeadm(ctx context.Context, e *Env) error {
 	// Leftovers of an interrupted kubeadm: start over from a clean node,
 	// unless this is a further control plane whose etcd member votes.
 	if leftovers(e) {
-		if finished, err := rescueJoin(ctx, e, token); finished || err != nil {
-			return markKubeadm(e, err)
+		if finished, err := rescueJoin(ctx, e, token); err != nil {
+			return err
+		} else if finished {
+			return markKubeadm(e)
 		}
 		e.Progress.Printf("kubeadm: an earlier attempt was interrupted on this node: kubeadm reset")
 		if _, err := e.Host.Run(ctx, "kubeadm", "reset", "--force"); err != nil {
@@ -200,21 +201,20 @@ func runKubeadm(ctx context.Context, e *Env) error {
 		// The API answered but joining failed (the control plane still
 		// starting, the token not yet there): retry from a clean node. A
 		// further control plane asks etcd first (etcdmember.go).
-		if finished, rerr := rescueJoin(ctx, e, token); finished || rerr != nil {
-			return markKubeadm(e, rerr)
+		if finished, rerr := rescueJoin(ctx, e, token); rerr != nil {
+			return rerr
+		} else if finished {
+			return markKubeadm(e)
 		}
 		e.Host.Run(ctx, "kubeadm", "reset", "--force")
 		return retry.Retryable(err)
 	}
-	return markKubeadm(e, nil)
+	return markKubeadm(e)
 }
 
-// markKubeadm writes the phase's marker once kubeadm is done (err nil).
-func markKubeadm(e *Env, err error) error {
-	if err != nil {
-		return err
-	}
-	_, err = e.Host.WriteFile(kubeadmMarker, []byte(role(e)+"\n"), 0o644)
+// markKubeadm writes the phase's marker: kubeadm is done on this node.
+func markKubeadm(e *Env) error {
+	_, err := e.Host.WriteFile(kubeadmMarker, []byte(role(e)+"\n"), 0o644)
 	return err
 }
 
