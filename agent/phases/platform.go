@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -103,7 +104,9 @@ func platformPhase() Phase {
 			for _, s := range p.Secrets {
 				var files []string
 				for _, part := range s.Parts() {
-					files = append(files, path.Join(PlatformSecrets, part.File))
+					if f := path.Join(PlatformSecrets, part.File); !slices.Contains(files, f) {
+						files = append(files, f) // a tls secret's ca.crt is its tls.crt's file
+					}
 				}
 				out = append(out, fmt.Sprintf("create Secret %s/%s from the config disk's %s", s.Namespace, s.Name, strings.Join(files, ", ")))
 			}

@@ -151,11 +151,15 @@ func PlatformNames(dir string) ([]string, error) {
 
 // ReadPlatform reads one platform secret's file (mode-checked): NAME, or
 // a part's file, NAME.htpasswd, NAME.tls.crt, NAME.tls.key (also written
-// as a reference, NAME/htpasswd).
+// as a reference, NAME/htpasswd; NAME/ca.crt is a tls secret's
+// self-signed certificate, NAME.tls.crt).
 func ReadPlatform(dir, file string) ([]byte, error) {
+	if n, ok := strings.CutSuffix(file, "/ca.crt"); ok {
+		file = n + "/tls.crt"
+	}
 	name := strings.Replace(file, "/", ".", 1)
 	if !platformFile.MatchString(name) {
-		return nil, fmt.Errorf("%q is not a platform secret's name (NAME, or NAME/htpasswd, NAME/tls.crt, NAME/tls.key)", file)
+		return nil, fmt.Errorf("%q is not a platform secret's name (NAME, or NAME/htpasswd, NAME/tls.crt, NAME/tls.key, NAME/ca.crt)", file)
 	}
 	return readPrivate(filepath.Join(dir, v1alpha1.SecretsDir, PlatformDir, name))
 }

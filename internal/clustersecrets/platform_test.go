@@ -132,6 +132,18 @@ func TestGeneratePlatformParts(t *testing.T) {
 	if err != nil || cert.Subject.CommonName != "token" || cert.CheckSignatureFrom(cert) != nil {
 		t.Errorf("certificate %v (%v): want self-signed, CN token", cert.Subject, err)
 	}
+	// ca.crt is the same certificate: a client that trusts it verifies
+	// the server that presents tls.crt under the secret's name (Notary's
+	// server and signer, in the chart's notary.secretName).
+	ca, err := ReadPlatform(dir, "token/ca.crt")
+	if err != nil || string(ca) != string(crt) {
+		t.Fatalf("token/ca.crt: %v; the same as tls.crt: %v", err, string(ca) == string(crt))
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: "token"}); err != nil {
+		t.Errorf("tls.crt does not verify against ca.crt for the name token: %v", err)
+	}
 
 	// Nothing is made again; a lone certificate gets a new pair.
 	if made, err := GeneratePlatform(dir, secrets); err != nil || len(made) != 0 {

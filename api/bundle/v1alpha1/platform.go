@@ -67,18 +67,23 @@ const (
 // and the file that holds it in a site's secrets/platform folder (and on
 // the first control plane's config disk).
 type SecretPart struct {
-	Part string // "" for the secret's own value, else "htpasswd", "tls.crt", "tls.key"
+	Part string // "" for the secret's own value, else "htpasswd", "tls.crt", "tls.key", "ca.crt"
 	Key  string
 	File string
 }
 
 // SecretParts lists the parts of the secret name of type typ (password
 // when empty) with the key key and, for a password, the htpasswd user.
+// A tls secret's certificate is self-signed and its own CA (for the name
+// of the secret: a chart that verifies a server's certificate by the
+// service's name wants the secret named after that service), so ca.crt is
+// the same certificate as tls.crt, from the same file.
 func SecretParts(name, typ, key, htpasswd string) []SecretPart {
 	if typ == SecretTLS {
 		return []SecretPart{
 			{Part: "tls.crt", Key: "tls.crt", File: name + ".tls.crt"},
 			{Part: "tls.key", Key: "tls.key", File: name + ".tls.key"},
+			{Part: "ca.crt", Key: "ca.crt", File: name + ".tls.crt"},
 		}
 	}
 	if key == "" {
@@ -95,7 +100,7 @@ func SecretParts(name, typ, key, htpasswd string) []SecretPart {
 // htpasswd line without the file's newline, a PEM block as written.
 func (p SecretPart) Value(content string) string {
 	v := strings.TrimSpace(content)
-	if p.Part == "tls.crt" || p.Part == "tls.key" {
+	if p.Part == "tls.crt" || p.Part == "tls.key" || p.Part == "ca.crt" {
 		return v + "\n"
 	}
 	return v
@@ -352,7 +357,7 @@ func (ps *problems) platform(b *Bundle) {
 			}
 		case SecretTLS:
 			if s.Key != "" {
-				ps.add(at+".key", "a tls secret has the keys tls.crt and tls.key; key applies to passwords")
+				ps.add(at+".key", "a tls secret has the keys tls.crt, tls.key and ca.crt; key applies to passwords")
 			}
 			if s.Length != 0 {
 				ps.add(at+".length", "applies to passwords, not to a tls secret")
