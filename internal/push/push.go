@@ -86,6 +86,11 @@ type Options struct {
 	// Progress receives one line per artifact:
 	// "push docker.io/library/nginx:1.25 (3/40): done in 1.2s".
 	Progress io.Writer
+	// Finished, when set, is called after each artifact's push ended
+	// (r.Error says how), with the number of artifacts ended so far and
+	// their total: a caller keeps its own record of the push's progress.
+	// Artifacts end concurrently: it must be safe for concurrent use.
+	Finished func(r ArtifactResult, ended, total int)
 }
 
 // Summary reports what a push did. It counts only what arrived: Images,
@@ -359,6 +364,9 @@ func pushAll(ctx context.Context, c *client, store *bundle.Store, o Options, st 
 				progressf(o.Progress, "push %s (%d/%d): done in %s\n", j.entry.Ref, n, len(jobs), r.Duration.Round(time.Millisecond))
 			}
 			results[i] = r
+			if o.Finished != nil {
+				o.Finished(r, int(n), len(jobs))
+			}
 			if err != nil {
 				return fmt.Errorf("pushing %s: %w", j.entry.Ref, err)
 			}

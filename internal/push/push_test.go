@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,15 +218,74 @@ func TestMappings(t *testing.T) {
 		t.Errorf("target %s", got)
 	}
 
+	checkPlaces(t, reg.Host, o.Mapping, sum)
+
 	o.Mapping = push.Mapping{Prefix: "mirror/k-paas"}
-	if _, err := push.Push(context.Background(), tb.store, o); err != nil {
+	if sum, err = push.Push(context.Background(), tb.store, o); err != nil {
 		t.Fatal(err)
+	}
+	checkPlaces(t, reg.Host, o.Mapping, sum)
+	if _, _, err := o.Mapping.Place("docker.io/Library/nginx:1.25"); err == nil || !strings.Contains(err.Error(), `"Library"`) {
+		t.Errorf("Place of an invalid reference: %v", err)
 	}
 	verifyPulled(t, reg.Host, tb, func(ref string) (string, string) {
 		repo, tag := perRegistry(ref)
 		_, path, _ := strings.Cut(repo, "/")
 		return "mirror/k-paas/" + path, tag
 	})
+}
+
+// Finished is called once per artifact, with the count ended so far.
+func TestFinishedCallback(t *testing.T) {
+	tb := makeBundle(t, 1024)
+	reg := registrytest.New(t)
+	o := opts(reg.Host, nil)
+	var mu sync.Mutex
+	ended := map[int]string{}
+	o.Finished = func(r push.ArtifactResult, n, total int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if total != len(tb.entries) {
+			t.Errorf("total %d, the bundle has %d", total, len(tb.entries))
+		}
+		if _, dup := ended[n]; dup {
+			t.Errorf("two artifacts ended as number %d", n)
+		}
+		ended[n] = r.Ref
+	}
+	sum, err := push.Push(context.Background(), tb.store, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ended) != len(sum.Results) || len(ended) != len(tb.entries) {
+		t.Fatalf("%d calls for %d results of %d entries", len(ended), len(sum.Results), len(tb.entries))
+	}
+	for i := 1; i <= len(ended); i++ {
+		if ended[i] == "" {
+			t.Errorf("no call with %d ended", i)
+		}
+	}
+}
+
+// checkPlaces: Mapping.Place names where the push put every artifact.
+func checkPlaces(t *testing.T, host string, m push.Mapping, sum push.Summary) {
+	t.Helper()
+	if len(sum.Results) == 0 {
+		t.Fatal("the push has no results")
+	}
+	for _, r := range sum.Results {
+		repo, tag, err := m.Place(r.Ref)
+		if err != nil {
+			t.Fatalf("Place(%s): %v", r.Ref, err)
+		}
+		want := host + "/" + repo
+		if tag != "" {
+			want += ":" + tag
+		}
+		if want += "@" + r.Digest; r.Target != want {
+			t.Errorf("%s: pushed to %s, Place says %s", r.Ref, r.Target, want)
+		}
+	}
 }
 
 func TestCorruptBundleBlobIsNotPushed(t *testing.T) {

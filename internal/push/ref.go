@@ -100,7 +100,20 @@ type target struct {
 	Tag     string // may be empty (digest-only reference)
 }
 
-// Target maps a full reference to its repository and tag in the target
+// Place is where a push puts the artifact of a bundle entry's reference
+// (registry/path[:tag][@digest]): its repository in the target registry
+// (the first component is the Harbor project) and its tag ("" when it
+// has none). Those who check a registry after a push ask it for these.
+func (m Mapping) Place(ref string) (repo, tag string, err error) {
+	r, err := parseRef(ref)
+	if err != nil {
+		return "", "", err
+	}
+	t, err := m.target(r)
+	return t.Repo, t.Tag, err
+}
+
+// target maps a parsed reference to its repository and tag in the target
 // registry. Helm's "+" in chart versions becomes "_", as Helm does for OCI
 // tags.
 func (m Mapping) target(ref reference) (target, error) {
