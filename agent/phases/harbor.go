@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bundlev1 "kpaas.dev/appliance/api/bundle/v1alpha1"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/harbor"
 	"kpaas.dev/appliance/internal/platform"
 	"kpaas.dev/appliance/internal/push"
 	"kpaas.dev/appliance/internal/retry"
@@ -154,18 +156,56 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 		return fmt.Errorf("release %s: no admin password: values.harborAdminPassword names secret %q, which the config disk lacks", r.Name, secret)
 	}
 	start := e.now()
-	in.harborRecord(ctx, map[string]string{"state": HarborPushing, "url": registry})
-	e.Progress.Printf("harbor: pushing the bundle into %s (release %s)", registry, r.Name)
+	health := harborHealth(ctx, registry, password)
+	total := len(pushable(e.Lock))
+	e.Progress.Printf("harbor: Harbor at %s says %s; pushing the bundle's %d images and charts into it (release %s)", registry, health, total, r.Name)
+	in.harborRecord(ctx, map[string]string{"state": HarborPushing, "url": registry, "health": health, "ended": fmt.Sprintf("0/%d", total)})
+	// While it pushes, the record says how many artifacts have ended
+	// (every harborProgressEvery, when that changed).
+	var ended, failed atomic.Int64
+	stop := make(chan struct{})
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		t := time.NewTicker(harborProgressEvery)
+		defer t.Stop()
+		last := int64(0)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if n := ended.Load(); n != last {
+				last = n
+				in.harborRecord(ctx, map[string]string{"state": HarborPushing, "url": registry, "health": health,
+					"ended": fmt.Sprintf("%d/%d", n, total), "failed": fmt.Sprint(failed.Load()),
+					"seconds": fmt.Sprintf("%.1f", e.now().Sub(start).Seconds())})
+			}
+		}
+	}()
 	sum, err := push.Push(ctx, e.Bundle, push.Options{
 		Registry: registry, Insecure: strings.HasPrefix(registry, "http://"),
 		Username: harborUser, Password: password,
 		Harbor: true, PublicProjects: true,
 		Progress: e.Progress.Writer(),
+		Finished: func(r push.ArtifactResult, _, _ int) {
+			ended.Add(1)
+			if r.Error != "" {
+				failed.Add(1)
+			}
+		},
 	})
+	close(stop)
+	<-recorded // no progress record after the final one
 	secs := fmt.Sprintf("%.1f", e.now().Sub(start).Seconds())
+	endedOf := fmt.Sprintf("%d/%d", sum.Images+sum.Charts+sum.Others, sum.Total)
 	if err != nil {
 		msg := redact(err.Error(), []string{password})
-		in.harborRecord(ctx, map[string]string{"state": HarborFailed, "url": registry, "seconds": secs, "error": msg})
+		in.harborRecord(ctx, map[string]string{"state": HarborFailed, "url": registry, "health": health, "seconds": secs,
+			"ended": fmt.Sprintf("%d/%d", ended.Load(), total), "failed": fmt.Sprint(sum.Failed), "error": msg})
 		// Harbor may still be settling (core restarting, the registry not
 		// ready): the step runner tries again.
 		return retry.Retryable(fmt.Errorf("pushing into Harbor at %s: %s", registry, msg))
@@ -173,7 +213,7 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 	e.Progress.Printf("harbor: %d images and %d charts in Harbor (%d blobs sent, %d mounted, %d already there; %.1f MB sent) in %s",
 		sum.Images, sum.Charts, sum.BlobsSent, sum.BlobsMounted, sum.BlobsSkipped, float64(sum.BytesSent)/1e6, sum.Duration.Round(100*time.Millisecond))
 	rec := map[string]string{
-		"state": HarborPushed, "url": registry, "bundle": bundleDigest(e), "seconds": secs,
+		"state": HarborPushed, "url": registry, "bundle": bundleDigest(e), "seconds": secs, "health": health, "ended": endedOf,
 		"images": fmt.Sprint(sum.Images), "charts": fmt.Sprint(sum.Charts),
 		"blobsSent": fmt.Sprint(sum.BlobsSent), "bytesSent": fmt.Sprint(sum.BytesSent),
 		"projects": strings.Join(sum.Projects, ","),
@@ -182,6 +222,35 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 		return retry.Retryable(fmt.Errorf("recording the push: %w", err))
 	}
 	return nil
+}
+
+// harborProgressEvery is how often the record of a running push is
+// brought up to date.
+var harborProgressEvery = 30 * time.Second
+
+// harborHealth is Harbor's own word on its health (GET /health), for the
+// record and the console: "healthy", "unhealthy (core: ERROR, …)", or why
+// it could not be asked. The push itself decides whether Harbor serves.
+func harborHealth(ctx context.Context, registry, password string) string {
+	hc, err := harbor.New(registry, harbor.WithBasicAuth(harborUser, password),
+		harbor.WithTimeout(20*time.Second), harbor.WithRetry(retry.Policy{Attempts: 2, Base: 2 * time.Second}))
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	h, err := hc.Health(ctx)
+	if err != nil {
+		return "unknown: " + redact(err.Error(), []string{password})
+	}
+	if h.Healthy() {
+		return h.Status
+	}
+	var bad []string
+	for _, c := range h.Components {
+		if c.Status != "healthy" {
+			bad = append(bad, c.Name+": "+c.Status)
+		}
+	}
+	return fmt.Sprintf("%s (%s)", h.Status, strings.Join(bad, ", "))
 }
 
 // harborRecord writes the push record (ConfigMap HarborRecord).

@@ -112,8 +112,8 @@ func ready() Phase {
 				e.Progress.Printf("  %s", PlatformProgress(ctx, e))
 			}
 			if h := st.Harbor; h != nil {
-				e.Progress.Printf("  harbor: %s; %s images and %s charts of the bundle at %s (public projects %s); docker login with user admin",
-					h["state"], h["images"], h["charts"], h["url"], h["projects"])
+				e.Progress.Printf("  harbor: %s (%s artifacts, Harbor %s); %s images and %s charts of the bundle at %s (public projects %s); docker login with user admin",
+					h["state"], h["ended"], h["health"], h["images"], h["charts"], h["url"], h["projects"])
 			}
 			return nil
 		},
