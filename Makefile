@@ -46,8 +46,8 @@ demo-cluster: ## Boot the demo cluster (3 nodes from out/demo.qcow2) under QEMU 
 	$(GO) run ./qemu-tests/cmd/demo-cluster --image $(OUT)/demo.qcow2 --site $(OUT)/demo-site --dir $(OUT)/demo-cluster --kubectl $(OUT)/mirror/files/kubectl
 
 .PHONY: e2e
-e2e: toolchain os ## Run every QEMU cluster scenario (software emulation; three to five hours on 2 cores; root)
-	KPAAS_E2E=1 KPAAS_CLUSTER_FIGURES=$(abspath $(OUT))/cluster-figures.jsonl $(GO) test -tags qemu -v -count=1 -timeout 330m -run 'TestCluster' ./qemu-tests/
+e2e: toolchain os ## Run every QEMU cluster scenario (software emulation; four to six hours on 2 cores; root)
+	KPAAS_E2E=1 KPAAS_CLUSTER_FIGURES=$(abspath $(OUT))/cluster-figures.jsonl $(GO) test -tags qemu -v -count=1 -timeout 420m -run 'TestCluster' ./qemu-tests/
 
 .PHONY: os
 os: ## Build the node OS image with this tree's agent into out/os (root; cached: seconds when only the agent changed); the QEMU tests boot it

@@ -7,21 +7,29 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	v1alpha1 "kpaas.dev/appliance/api/cluster/v1alpha1"
 	"kpaas.dev/appliance/builder/bake"
 	"kpaas.dev/appliance/builder/disk"
 	"kpaas.dev/appliance/builder/image"
 	"kpaas.dev/appliance/internal/bundle"
+	"kpaas.dev/appliance/internal/harbor"
 	"kpaas.dev/appliance/internal/progress"
+	"kpaas.dev/appliance/internal/push"
 	"kpaas.dev/appliance/qemu-tests/cluster"
 	"kpaas.dev/appliance/qemu-tests/vm"
 )
@@ -53,6 +61,7 @@ const harborReleaseTimeout = 30 * time.Minute
 // qcow2 image and a site folder (cluster.yaml and secrets).
 type clusterMedia struct {
 	dir, qcow2, kubectl string
+	bundle              string // the baked bundle's folder
 }
 
 var clusterOnce struct {
@@ -116,7 +125,7 @@ func demoMedia(t *testing.T) *clusterMedia {
 		t.Fatalf("image build: %v", err)
 	}
 	t.Logf("qcow2 written in %s", time.Since(start).Round(time.Second))
-	clusterOnce.m = &clusterMedia{dir: dir, qcow2: sum.Outputs[0].Path, kubectl: kubectl}
+	clusterOnce.m = &clusterMedia{dir: dir, qcow2: sum.Outputs[0].Path, kubectl: kubectl, bundle: bdir}
 	return clusterOnce.m
 }
 
@@ -159,9 +168,10 @@ nodes:
 )
 
 // newCluster makes a site from a cluster file (fresh secrets, config
-// disks) and the nodes' overlays of the demo media, booting nothing; the
-// workers' QEMU will run at workerNice (cluster.Options.WorkerNice).
-func newCluster(t *testing.T, clusterYAML string, workerNice int) *cluster.Cluster {
+// disks) and the nodes' overlays of the demo media, booting nothing; o
+// sizes the workers (cluster.Options: WorkerNice, WorkerCPUs,
+// WorkerMemory), the rest of it is filled in here.
+func newCluster(t *testing.T, clusterYAML string, o cluster.Options) *cluster.Cluster {
 	t.Helper()
 	m := demoMedia(t)
 	dir := vm.Dir(t)
@@ -171,7 +181,8 @@ func newCluster(t *testing.T, clusterYAML string, workerNice int) *cluster.Clust
 	}
 	site := filepath.Join(dir, "site")
 	cluster.Kpaas(t, "cluster", "init", "--from", src, "--bundle", "../bundles/demo.yaml", "-o", site)
-	return cluster.New(t, cluster.Options{Image: m.qcow2, Site: site, Dir: filepath.Join(dir, "nodes"), Kubectl: m.kubectl, WorkerNice: workerNice})
+	o.Image, o.Site, o.Dir, o.Kubectl = m.qcow2, site, filepath.Join(dir, "nodes"), m.kubectl
+	return cluster.New(t, o)
 }
 
 func e2e(t *testing.T) {
@@ -185,7 +196,7 @@ func e2e(t *testing.T) {
 // on the worker from an image that exists only in the bundle and reaches a
 // service backed by a pod on the control plane by its DNS name.
 func TestClusterControlPlaneAndWorker(t *testing.T) {
-	c := newCluster(t, twoNodes, 0)
+	c := newCluster(t, twoNodes, cluster.Options{})
 	// The worker first: it waits for the control plane.
 	wv := c.Boot("w1")
 	cv := c.Boot("cp1")
@@ -413,7 +424,7 @@ func threeNodes(t *testing.T, extra string, platformWait time.Duration) *cluster
 	}
 	// Three nodes have 4 vCPUs on this host's 2 cores: the workers yield
 	// some of it to the control plane (see cluster.Options.WorkerNice).
-	c := newCluster(t, string(demo)+extra, 2)
+	c := newCluster(t, string(demo)+extra, cluster.Options{WorkerNice: 2})
 	start := time.Now()
 	vms := map[string]*vm.VM{"w1": c.Boot("w1"), "w2": c.Boot("w2"), "cp1": c.Boot("cp1")}
 	for _, name := range []string{"cp1", "w1", "w2"} {
@@ -439,15 +450,58 @@ func threeNodes(t *testing.T, extra string, platformWait time.Duration) *cluster
 	return c
 }
 
+// TestClusterHarbor is Harbor's own scenario, smaller than the three-node
+// demo cluster: the first control plane and one worker with 2 vCPUs and
+// 3 GiB (Harbor's core, job service, registry, database and Redis all run
+// there), the demo platform without MariaDB and hello. The cluster
+// installs Harbor with the official chart, the first control plane pushes
+// the bundle into it, and checkHarbor follows it.
+func TestClusterHarbor(t *testing.T) {
+	e2e(t)
+	c := newCluster(t, harborTwoNodes, cluster.Options{WorkerCPUs: 2, WorkerMemory: 3072})
+	wv := c.Boot("w1")
+	cv := c.Boot("cp1")
+	_, wAt := wv.Expect(cluster.ReadyLine(c.Node("w1")), clusterTimeout)
+	t.Logf("w1 ready %s after power-on", wAt.Round(time.Second))
+	// cp1 is ready after the platform, Harbor's release and the push.
+	_, cpAt := cv.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout+harborReleaseTimeout)
+	t.Logf("cp1 ready %s after power-on", cpAt.Round(time.Second))
+	checkNodesReady(t, c)
+	recordFigures(t, c, "Harbor: control plane + worker")
+	checkHarbor(t, c, "w1", "w1")
+}
+
+// harborTwoNodes is cp1 and w1 with the demo platform but MariaDB and
+// hello: storage and Harbor.
+const harborTwoNodes = cp1Alone + w1Entry + "platform:\n  disable: [mariadb, hello]\n"
+
 // checkHarbor follows the demo platform's Harbor: the first control plane
-// pushed the bundle into it; a new pod on node a pulls an image its node
-// never had from Harbor (its seed serves nothing); with Harbor scaled to
-// zero a new pod on node b still starts, from b's seed.
+// pushed the bundle into it and Harbor's API has every image and chart of
+// the bundle with its digest; a user pushes an image into a private
+// project, which a pod pulls with a pull secret (and not without); a new
+// pod on node a pulls an image its node never had from Harbor (its seed
+// serves nothing); with Harbor scaled to zero a new pod on node b still
+// starts, from b's seed.
 func checkHarbor(t *testing.T, c *cluster.Cluster, a, b string) {
 	t.Helper()
 	rec := c.WaitKubectl("the bundle pushed into Harbor", 30*time.Minute, func(out string) bool { return strings.HasPrefix(out, "pushed ") },
-		"-n", "kpaas-system", "get", "configmap", "kpaas-harbor", "-o", `jsonpath={.data.state} {.data.images} images, {.data.charts} charts, {.data.seconds}s`)
+		"-n", "kpaas-system", "get", "configmap", "kpaas-harbor", "-o", `jsonpath={.data.state} {.data.ended} artifacts ({.data.images} images, {.data.charts} charts) in {.data.seconds}s, Harbor {.data.health}`)
 	t.Logf("harbor: %s", rec)
+
+	// Harbor's address on the closed network, reached through a port
+	// forward to its Service: the registry's token realm names it.
+	host, _, _ := strings.Cut(c.Config.FirstControlPlane().Address, "/")
+	registry := host + ":30002"
+	local := c.PortForward("harbor", "svc/harbor", 80)
+	hc := &http.Client{Transport: cluster.DialingAs(registry, fmt.Sprintf("127.0.0.1:%d", local))}
+	password := strings.TrimSpace(cluster.Kpaas(t, "cluster", "secrets", c.Site(), "--show", "harbor-admin-password"))
+	api, err := harbor.New("http://"+registry, harbor.WithBasicAuth("admin", password), harbor.WithHTTPClient(hc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkHarborHolds(t, api)
+	checkUserImage(t, c, api, hc, registry, password, a)
+
 	// Images no worker runs: the control plane's.
 	run := func(name, node, image, cmd string) {
 		t.Helper()
@@ -491,6 +545,119 @@ spec:
 	}
 }
 
+// checkHarborHolds asks Harbor's API for every image and chart of the
+// bundle where the push puts it (a project per source registry): each is
+// there with the bundle's digest and tag.
+func checkHarborHolds(t *testing.T, api *harbor.Client) {
+	t.Helper()
+	store, err := bundle.Open(demoMedia(t).bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := store.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if e.Kind != bundle.KindImage && e.Kind != bundle.KindChart {
+			continue
+		}
+		n++
+		repo, tag, err := push.Mapping{}.Place(e.Ref)
+		if err != nil {
+			t.Errorf("%s: %v", e.Ref, err)
+			continue
+		}
+		project, path, _ := strings.Cut(repo, "/")
+		want := e.Descriptor.Digest.String()
+		got, err := api.Artifact(context.Background(), project, path, want)
+		if err != nil {
+			t.Errorf("%s: not in Harbor as %s@%s: %v", e.Ref, repo, want, err)
+			continue
+		}
+		tags := []string{}
+		for _, tg := range got.Tags {
+			tags = append(tags, tg.Name)
+		}
+		if got.Digest != want || (tag != "" && !slices.Contains(tags, tag)) {
+			t.Errorf("%s: Harbor has %s@%s tagged %v, the bundle %s tagged %q", e.Ref, repo, got.Digest, tags, want, tag)
+		}
+	}
+	if n == 0 {
+		t.Fatal("the bundle has no images or charts")
+	}
+	t.Logf("harbor: Harbor's API has all %d images and charts of the bundle with their digests", n)
+}
+
+// checkUserImage is a K-PaaS user's workflow (docs/harbor.md): a private
+// project, an image pushed into it with Harbor's credentials (here the
+// demo's hello image, copied from Harbor's docker.io project), a pod on
+// node that cannot pull it without a pull secret and runs it with one.
+func checkUserImage(t *testing.T, c *cluster.Cluster, api *harbor.Client, hc *http.Client, registry, password, node string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := api.CreateProject(ctx, harbor.ProjectReq{ProjectName: "team", Metadata: &harbor.ProjectMetadata{Public: "false"}}); err != nil {
+		t.Fatalf("creating a private project: %v", err)
+	}
+	auth := remote.WithAuth(&authn.Basic{Username: "admin", Password: password})
+	src, err := name.ParseReference(registry+"/docker.io/kpaas/hello:0.1.0", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(src, auth, remote.WithTransport(hc.Transport), remote.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("pulling %s: %v", src, err)
+	}
+	dst, err := name.ParseReference(registry+"/team/hello:1.0", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(dst, img, auth, remote.WithTransport(hc.Transport), remote.WithContext(ctx)); err != nil {
+		t.Fatalf("pushing %s: %v", dst, err)
+	}
+	// Anonymous pulls of the private project are refused.
+	if _, err := remote.Head(dst, remote.WithTransport(hc.Transport), remote.WithContext(ctx)); err == nil {
+		t.Errorf("%s: an anonymous client reads the private project", dst)
+	}
+
+	pod := func(podName, secret string) string {
+		p := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: default}
+spec:
+  nodeName: %s
+  tolerations: [{operator: Exists}]
+  containers: [{name: c, image: %s}]
+`, podName, node, dst)
+		if secret != "" {
+			p += "  imagePullSecrets: [{name: " + secret + "}]\n"
+		}
+		return p
+	}
+	if out, err := c.Kubectl(pod("user-nosecret", ""), "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	c.WaitKubectl("the pull without credentials refused", 10*time.Minute, func(out string) bool {
+		return strings.Contains(out, "ErrImagePull") || strings.Contains(out, "ImagePullBackOff")
+	}, "get", "pod", "user-nosecret", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}")
+	if _, err := c.Kubectl("", "create", "secret", "docker-registry", "harbor-team", "--docker-server="+registry,
+		"--docker-username=admin", "--docker-password="+password); err != nil {
+		t.Fatalf("kubectl create secret: %v", err) // not out: it may echo the password
+	}
+	if out, err := c.Kubectl(pod("user-image", "harbor-team"), "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	c.WaitKubectl("the user's image running", 10*time.Minute, func(out string) bool { return strings.TrimSpace(out) == "Running" },
+		"get", "pod", "user-image", "-o", "jsonpath={.status.phase}")
+	if a, err := api.Artifact(ctx, "team", "hello", "1.0"); err != nil {
+		t.Errorf("team/hello:1.0: %v", err)
+	} else {
+		t.Logf("harbor: a user's image in a private project (%s) pulled by a pod on %s with a pull secret, refused without", a.Digest, node)
+	}
+	c.Kubectl("", "delete", "pod", "user-nosecret", "--wait=false")
+}
+
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
@@ -510,7 +677,7 @@ func lastLines(s string, n int) string {
 // folder has held from the start.
 func TestClusterWorkerAddedLater(t *testing.T) {
 	e2e(t)
-	c := newCluster(t, cp1Alone+noReleases, 0)
+	c := newCluster(t, cp1Alone+noReleases, cluster.Options{})
 	cv := c.Boot("cp1")
 	_, at := cv.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout)
 	t.Logf("cp1 ready %s after power-on, alone", at.Round(time.Second))
@@ -587,7 +754,7 @@ const twoControlPlanes = cp1Alone + `  - name: cp2
 // both members started; a pod on cp2 reaches one on cp1.
 func TestClusterSecondControlPlane(t *testing.T) {
 	e2e(t)
-	c := newCluster(t, twoControlPlanes, 0)
+	c := newCluster(t, twoControlPlanes, cluster.Options{})
 	v1 := c.Boot("cp1")
 	v2 := c.Boot("cp2")
 	_, at1 := v1.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout)
@@ -632,7 +799,7 @@ func TestClusterSecondControlPlane(t *testing.T) {
 // agent resets the half-initialised node and the cluster forms.
 func TestClusterControlPlaneKilledDuringKubeadm(t *testing.T) {
 	e2e(t)
-	c := newCluster(t, twoNodes, 0)
+	c := newCluster(t, twoNodes, cluster.Options{})
 	cv := c.Boot("cp1")
 	cv.Expect(`kubeadm: \[control-plane\] Creating static Pod manifest for "kube-apiserver"`, clusterTimeout)
 	time.Sleep(20 * time.Second) // the static pods start

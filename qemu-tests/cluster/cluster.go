@@ -10,14 +10,18 @@
 package cluster
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +53,10 @@ type Options struct {
 	// crawl instead (5 in a three-node run: a worker took 20 minutes to
 	// start the hello chart's pods).
 	WorkerNice int
+	// WorkerCPUs and WorkerMemory (MiB) size the workers (0: 1 vCPU and
+	// 2 GiB). Harbor's core, job service, registry, database and Redis
+	// on one worker want more than that.
+	WorkerCPUs, WorkerMemory int
 }
 
 // Cluster is a site's nodes under QEMU.
@@ -136,7 +144,8 @@ func (c *Cluster) Node(name string) *v1alpha1.Node {
 
 // Boot powers node on: UEFI, its overlay and config disk, its NIC on the
 // closed network; 2 CPUs and 2.5 GiB for a control plane (kubeadm's
-// minimum), 2 GiB for a worker (at Options.WorkerNice).
+// minimum), 2 GiB for a worker (at Options.WorkerNice; WorkerCPUs and
+// WorkerMemory change that).
 func (c *Cluster) Boot(name string) *vm.VM {
 	c.t.Helper()
 	n := c.Node(name)
@@ -154,6 +163,12 @@ func (c *Cluster) Boot(name string) *vm.VM {
 		opts = append(opts, vm.WithCPUs(2), vm.WithMemory(2560))
 	} else {
 		opts = append(opts, vm.WithNice(c.o.WorkerNice))
+		if c.o.WorkerCPUs > 0 {
+			opts = append(opts, vm.WithCPUs(c.o.WorkerCPUs))
+		}
+		if c.o.WorkerMemory > 0 {
+			opts = append(opts, vm.WithMemory(c.o.WorkerMemory))
+		}
 	}
 	if fcp := c.Config.FirstControlPlane(); fcp.Name == name && len(n.ManagementMACs) > 0 {
 		opts = append(opts, vm.WithNIC(n.ManagementMACs[0],
@@ -213,6 +228,71 @@ func (c *Cluster) WaitKubectl(what string, timeout time.Duration, check func(str
 	}
 	c.t.Fatalf("%s: not after %s: %v\n%s", what, timeout, err, out)
 	return ""
+}
+
+// PortForward runs `kubectl port-forward` to port of a Service (or
+// another kubectl target, "svc/NAME") in namespace until the test ends,
+// and returns the local port on 127.0.0.1.
+func (c *Cluster) PortForward(namespace, target string, port int) int {
+	c.t.Helper()
+	cmd := exec.Command(c.o.Kubectl, "--kubeconfig", c.Kubeconfig(), "-n", namespace,
+		"port-forward", "--address", "127.0.0.1", target, fmt.Sprintf(":%d", port))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("kubectl port-forward: %v", err)
+	}
+	c.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// "Forwarding from 127.0.0.1:43121 -> 8080"
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	rx := regexp.MustCompile(`^Forwarding from 127\.0\.0\.1:(\d+) `)
+	timeout := time.After(2 * time.Minute)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				c.t.Fatalf("kubectl port-forward %s/%s ended: %s", namespace, target, stderr.String())
+			}
+			if m := rx.FindStringSubmatch(l); m != nil {
+				go func() {
+					for range lines { // kubectl's later lines ("Handling connection …")
+					}
+				}()
+				p, _ := strconv.Atoi(m[1])
+				return p
+			}
+		case <-timeout:
+			c.t.Fatalf("kubectl port-forward %s/%s: no port after 2 minutes: %s", namespace, target, stderr.String())
+		}
+	}
+}
+
+// DialingAs is a transport whose connections to addr (host:port, an
+// address of the closed network the host cannot reach) go to local
+// (host:port on 127.0.0.1, e.g. a PortForward) instead, so that the
+// requests keep addr as their host: what a registry's token realm and
+// redirects name keeps working.
+func DialingAs(addr, local string) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	var d net.Dialer
+	tr.DialContext = func(ctx context.Context, network, a string) (net.Conn, error) {
+		if a == addr {
+			a = local
+		}
+		return d.DialContext(ctx, network, a)
+	}
+	return tr
 }
 
 // Kpaas runs the kpaas command line in process.
