@@ -22,6 +22,7 @@ import (
 // Files and places of the kubeadm phase.
 const (
 	kubeadmConfig   = "/etc/kpaas/kubeadm.yaml" // 0600: it holds the bootstrap token
+	kubeadmPatches  = "/etc/kpaas/kubeadm-patches"
 	kubeletUnit     = "/etc/systemd/system/kubelet.service"
 	kubeletDropIn   = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
 	pkiDir          = "/etc/kubernetes/pki"
@@ -257,6 +258,9 @@ func kubeadmFiles(e *Env) ([]file, error) {
 		{kubeletDropIn, 0o644, []byte(kubeletKubeadmDropIn)},
 	}
 	if e.IsControlPlane() {
+		for _, p := range controlPlanePatches {
+			fs = append(fs, file{path.Join(kubeadmPatches, p.target+"+strategic.yaml"), 0o644, []byte(p.patch)})
+		}
 		for _, s := range controlPlanePKI {
 			b, err := e.Host.ReadFile(path.Join(e.SecretsDir, s))
 			if err != nil {
@@ -375,6 +379,10 @@ nodeRegistration:
   kubeletExtraArgs:
     - name: node-ip
       value: {{.IP}}
+{{- if .ControlPlane}}
+patches:
+  directory: ` + kubeadmPatches + `
+{{- end}}
 {{- if .Init}}
 ---
 apiVersion: kubeadm.k8s.io/v1beta4
@@ -422,6 +430,30 @@ mode: {{.ProxyMod}}
 clusterCIDR: {{.PodCIDR}}
 {{- end}}
 `))
+
+// controlPlanePatches are kubeadm patches of the control plane's static
+// pods (kubeadm --patches): the API server's and etcd's liveness probes
+// give up after 30 failed checks, 5 minutes, instead of kubeadm's 8. On a
+// busy or slow machine (a small VM, software emulation) etcd answers the
+// API server's /livez slowly for minutes at a time; kubeadm's 80 seconds
+// then restart the API server, whose start (its informers, the RBAC
+// roles' reconciliation) loads the machine more, and it crash-looped and
+// answered no one for the rest of a QEMU run. A restart does not make etcd
+// faster; a process that is truly stuck is still restarted.
+var controlPlanePatches = []struct{ target, patch string }{
+	{"kube-apiserver", `# Written by kpaas-agent: the liveness probe gives up after 5 minutes.
+spec:
+  containers:
+    - name: kube-apiserver
+      livenessProbe: {failureThreshold: 30}
+`},
+	{"etcd", `# Written by kpaas-agent: the liveness probe gives up after 5 minutes.
+spec:
+  containers:
+    - name: etcd
+      livenessProbe: {failureThreshold: 30}
+`},
+}
 
 const kubeletService = `# Written by kpaas-agent.
 [Unit]

@@ -1,0 +1,68 @@
+package phases_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"kpaas.dev/appliance/agent/phases"
+	"kpaas.dev/appliance/internal/testenv"
+)
+
+// The first control plane's kubeadm configuration and patches, as the
+// agent writes them, given to the real kubeadm of the toolchain: the
+// static pods it writes for the API server and etcd carry the patched
+// liveness probes (and kubeadm's own startup probes).
+func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
+	kubeadm := filepath.Join(testenv.ToolchainBin(), "kubeadm")
+	if _, err := os.Stat(kubeadm); err != nil {
+		testenv.SkipOrFailf(t, "kubeadm not in %s: build the toolchain first (make toolchain)", testenv.ToolchainBin())
+	}
+	if os.Getuid() != 0 {
+		t.Skip("kubeadm --rootfs chroots into the machine's folder: root only")
+	}
+	m := newMachine(t, "cp1", newCluster())
+	if err := m.run(phases.List()); err != nil {
+		t.Fatalf("%v\n%s", err, m.out)
+	}
+	for _, ph := range [][]string{{"control-plane", "apiserver"}, {"etcd", "local"}} {
+		args := append(append([]string{"init", "phase"}, ph...), "--config", "/etc/kpaas/kubeadm.yaml", "--rootfs", m.root)
+		out, err := exec.Command(kubeadm, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubeadm %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		if !strings.Contains(string(out), "Applied patch of type") {
+			t.Errorf("kubeadm %s applied no patch:\n%s", strings.Join(ph, " "), out)
+		}
+	}
+	for _, c := range []string{"kube-apiserver", "etcd"} {
+		b, err := os.ReadFile(filepath.Join(m.root, "etc/kubernetes/manifests", c+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pod struct {
+			Spec struct {
+				Containers []struct {
+					Name                        string
+					LivenessProbe, StartupProbe *struct{ FailureThreshold, PeriodSeconds int }
+				}
+			}
+		}
+		if err := yaml.Unmarshal(b, &pod); err != nil || len(pod.Spec.Containers) != 1 {
+			t.Fatalf("%s.yaml: %v\n%s", c, err, b)
+		}
+		ct := pod.Spec.Containers[0]
+		if ct.Name != c || ct.LivenessProbe == nil || ct.LivenessProbe.FailureThreshold != 30 || ct.LivenessProbe.PeriodSeconds != 10 {
+			t.Errorf("%s: container %s, liveness probe %+v: want 30 failures 10 s apart", c, ct.Name, ct.LivenessProbe)
+		}
+		// kubeadm's startup probe follows controlPlaneComponentHealthCheck
+		// (20 minutes in the agent's configuration).
+		if ct.StartupProbe == nil || ct.StartupProbe.FailureThreshold != 120 {
+			t.Errorf("%s: startup probe %+v: want 120 failures (20 minutes)", c, ct.StartupProbe)
+		}
+	}
+}
