@@ -66,7 +66,7 @@ test: ## Run the tests (installs host tools first when run as root in CI)
 	hack/test.sh
 
 .PHONY: ci-cold
-ci-cold: ## CI's run on a clean clone with every cache empty (toolchain from nothing; about an hour on 2 cores; run alone): hack/ci-cold.sh [WORK]
+ci-cold: ## CI's run on a clean clone with every cache empty (toolchain from nothing; about 80 minutes on 2 cores; run alone): hack/ci-cold.sh [WORK]
 	hack/ci-cold.sh
 
 .PHONY: qemu-test

@@ -4,7 +4,7 @@
 # (toolchain, OS image bases) and the user cache folder, each a fresh
 # folder under WORK (default a new temporary folder). What it cannot empty
 # is what the machine already has installed (Debian packages, Go itself).
-# About an hour of both cores on a 2-core machine: run it alone, not beside
+# About 80 minutes of both cores on a 2-core machine: run it alone, not beside
 # QEMU. The log is WORK/ci.log; the last line says the total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
