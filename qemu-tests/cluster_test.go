@@ -600,12 +600,13 @@ func checkUserImage(t *testing.T, c *cluster.Cluster, api *harbor.Client, hc *ht
 	if err := api.CreateProject(ctx, harbor.ProjectReq{ProjectName: "team", Metadata: &harbor.ProjectMetadata{Public: "false"}}); err != nil {
 		t.Fatalf("creating a private project: %v", err)
 	}
-	auth := remote.WithAuth(&authn.Basic{Username: "admin", Password: password})
+	anon := []remote.Option{remote.WithTransport(hc.Transport), remote.WithContext(ctx)}
+	admin := slices.Concat(anon, []remote.Option{remote.WithAuth(&authn.Basic{Username: "admin", Password: password})})
 	src, err := name.ParseReference(registry+"/docker.io/kpaas/hello:0.1.0", name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := remote.Image(src, auth, remote.WithTransport(hc.Transport), remote.WithContext(ctx))
+	img, err := remote.Image(src, admin...)
 	if err != nil {
 		t.Fatalf("pulling %s: %v", src, err)
 	}
@@ -613,11 +614,11 @@ func checkUserImage(t *testing.T, c *cluster.Cluster, api *harbor.Client, hc *ht
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(dst, img, auth, remote.WithTransport(hc.Transport), remote.WithContext(ctx)); err != nil {
+	if err := remote.Write(dst, img, admin...); err != nil {
 		t.Fatalf("pushing %s: %v", dst, err)
 	}
 	// Anonymous pulls of the private project are refused.
-	if _, err := remote.Head(dst, remote.WithTransport(hc.Transport), remote.WithContext(ctx)); err == nil {
+	if _, err := remote.Head(dst, anon...); err == nil {
 		t.Errorf("%s: an anonymous client reads the private project", dst)
 	}
 

@@ -15,6 +15,7 @@ import (
 	"kpaas.dev/appliance/internal/bundle"
 	"kpaas.dev/appliance/internal/harbor"
 	"kpaas.dev/appliance/internal/platform"
+	"kpaas.dev/appliance/internal/progress"
 	"kpaas.dev/appliance/internal/push"
 	"kpaas.dev/appliance/internal/retry"
 )
@@ -159,33 +160,19 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 	health := harborHealth(ctx, registry, password)
 	total := len(pushable(e.Lock))
 	e.Progress.Printf("harbor: Harbor at %s says %s; pushing the bundle's %d images and charts into it (release %s)", registry, health, total, r.Name)
-	in.harborRecord(ctx, map[string]string{"state": HarborPushing, "url": registry, "health": health, "ended": fmt.Sprintf("0/%d", total)})
 	// While it pushes, the record says how many artifacts have ended
 	// (every harborProgressEvery, when that changed).
 	var ended, failed atomic.Int64
-	stop := make(chan struct{})
-	recorded := make(chan struct{})
-	go func() {
-		defer close(recorded)
-		t := time.NewTicker(harborProgressEvery)
-		defer t.Stop()
-		last := int64(0)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			if n := ended.Load(); n != last {
-				last = n
-				in.harborRecord(ctx, map[string]string{"state": HarborPushing, "url": registry, "health": health,
-					"ended": fmt.Sprintf("%d/%d", n, total), "failed": fmt.Sprint(failed.Load()),
-					"seconds": fmt.Sprintf("%.1f", e.now().Sub(start).Seconds())})
-			}
+	endedOf := func() string { return fmt.Sprintf("%d/%d", ended.Load(), total) }
+	in.harborRecord(ctx, map[string]string{"state": HarborPushing, "url": registry, "health": health, "ended": endedOf()})
+	last := int64(0)
+	stop := progress.Every(harborProgressEvery, func(time.Duration) {
+		if n := ended.Load(); n != last {
+			last = n
+			in.harborRecord(ctx, map[string]string{"state": HarborPushing, "url": registry, "health": health,
+				"ended": endedOf(), "failed": fmt.Sprint(failed.Load()), "seconds": fmt.Sprintf("%.1f", e.now().Sub(start).Seconds())})
 		}
-	}()
+	})
 	sum, err := push.Push(ctx, e.Bundle, push.Options{
 		Registry: registry, Insecure: strings.HasPrefix(registry, "http://"),
 		Username: harborUser, Password: password,
@@ -198,14 +185,12 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 			}
 		},
 	})
-	close(stop)
-	<-recorded // no progress record after the final one
+	stop() // no progress record after the final one
 	secs := fmt.Sprintf("%.1f", e.now().Sub(start).Seconds())
-	endedOf := fmt.Sprintf("%d/%d", sum.Images+sum.Charts+sum.Others, sum.Total)
 	if err != nil {
 		msg := redact(err.Error(), []string{password})
 		in.harborRecord(ctx, map[string]string{"state": HarborFailed, "url": registry, "health": health, "seconds": secs,
-			"ended": fmt.Sprintf("%d/%d", ended.Load(), total), "failed": fmt.Sprint(sum.Failed), "error": msg})
+			"ended": endedOf(), "failed": fmt.Sprint(sum.Failed), "error": msg})
 		// Harbor may still be settling (core restarting, the registry not
 		// ready): the step runner tries again.
 		return retry.Retryable(fmt.Errorf("pushing into Harbor at %s: %s", registry, msg))
@@ -213,7 +198,7 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 	e.Progress.Printf("harbor: %d images and %d charts in Harbor (%d blobs sent, %d mounted, %d already there; %.1f MB sent) in %s",
 		sum.Images, sum.Charts, sum.BlobsSent, sum.BlobsMounted, sum.BlobsSkipped, float64(sum.BytesSent)/1e6, sum.Duration.Round(100*time.Millisecond))
 	rec := map[string]string{
-		"state": HarborPushed, "url": registry, "bundle": bundleDigest(e), "seconds": secs, "health": health, "ended": endedOf,
+		"state": HarborPushed, "url": registry, "bundle": bundleDigest(e), "seconds": secs, "health": health, "ended": endedOf(),
 		"images": fmt.Sprint(sum.Images), "charts": fmt.Sprint(sum.Charts),
 		"blobsSent": fmt.Sprint(sum.BlobsSent), "bytesSent": fmt.Sprint(sum.BytesSent),
 		"projects": strings.Join(sum.Projects, ","),
@@ -226,7 +211,7 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 
 // harborProgressEvery is how often the record of a running push is
 // brought up to date.
-var harborProgressEvery = 30 * time.Second
+const harborProgressEvery = 30 * time.Second
 
 // harborHealth is Harbor's own word on its health (GET /health), for the
 // record and the console: "healthy", "unhealthy (core: ERROR, …)", or why

@@ -258,8 +258,8 @@ func kubeadmFiles(e *Env) ([]file, error) {
 		{kubeletDropIn, 0o644, []byte(kubeletKubeadmDropIn)},
 	}
 	if e.IsControlPlane() {
-		for _, p := range controlPlanePatches {
-			fs = append(fs, file{path.Join(kubeadmPatches, p.target+"+strategic.yaml"), 0o644, []byte(p.patch)})
+		for _, c := range controlPlanePatches {
+			fs = append(fs, file{path.Join(kubeadmPatches, c+"+strategic.yaml"), 0o644, livenessPatch(c)})
 		}
 		for _, s := range controlPlanePKI {
 			b, err := e.Host.ReadFile(path.Join(e.SecretsDir, s))
@@ -431,28 +431,26 @@ clusterCIDR: {{.PodCIDR}}
 {{- end}}
 `))
 
-// controlPlanePatches are kubeadm patches of the control plane's static
-// pods (kubeadm --patches): the API server's and etcd's liveness probes
-// give up after 30 failed checks, 5 minutes, instead of kubeadm's 8. On a
+// controlPlanePatches are the control plane's static pods kubeadm patches
+// (kubeadm --patches, livenessPatch): the API server's and etcd's liveness
+// probes give up after 30 failed checks, 5 minutes, instead of 8. On a
 // busy or slow machine (a small VM, software emulation) etcd answers the
 // API server's /livez slowly for minutes at a time; kubeadm's 80 seconds
 // then restart the API server, whose start (its informers, the RBAC
 // roles' reconciliation) loads the machine more, and it crash-looped and
 // answered no one for the rest of a QEMU run. A restart does not make etcd
 // faster; a process that is truly stuck is still restarted.
-var controlPlanePatches = []struct{ target, patch string }{
-	{"kube-apiserver", `# Written by kpaas-agent: the liveness probe gives up after 5 minutes.
+var controlPlanePatches = []string{"kube-apiserver", "etcd"}
+
+// livenessPatch is the kubeadm patch of a static pod's liveness probe
+// (kubeadm names the pod's one container like the pod).
+func livenessPatch(container string) []byte {
+	return fmt.Appendf(nil, `# Written by kpaas-agent: the liveness probe gives up after 5 minutes.
 spec:
   containers:
-    - name: kube-apiserver
+    - name: %s
       livenessProbe: {failureThreshold: 30}
-`},
-	{"etcd", `# Written by kpaas-agent: the liveness probe gives up after 5 minutes.
-spec:
-  containers:
-    - name: etcd
-      livenessProbe: {failureThreshold: 30}
-`},
+`, container)
 }
 
 const kubeletService = `# Written by kpaas-agent.

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"kpaas.dev/appliance/internal/progress"
 )
 
 // builder runs recipes and owns the cache folder.
@@ -261,8 +263,9 @@ func (b *builder) component(ctx context.Context, c *component, label string) (di
 		what += fmt.Sprintf(" (cold: %s on 2 cores; cached afterwards)", c.Cold)
 	}
 	fmt.Fprintln(b.opts.Progress, what)
-	stop := heartbeat(b.opts.Progress, b.opts.Heartbeat, func(elapsed time.Duration) string {
-		return fmt.Sprintf("%s: still building, %s elapsed\n", label, elapsed.Round(time.Second))
+	// A long compile (Kubernetes: half an hour) is not silent.
+	stop := progress.Every(b.opts.Heartbeat, func(elapsed time.Duration) {
+		fmt.Fprintf(b.opts.Progress, "%s: still building, %s elapsed\n", label, elapsed.Round(time.Second))
 	})
 	defer stop()
 

@@ -3,14 +3,12 @@ package toolchain
 import (
 	"fmt"
 	"go/version"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 )
 
 // MinGoVersion is the oldest go command that builds every component (the
@@ -120,32 +118,4 @@ func checkPrerequisites(h host, goVersion string) error {
 		return nil
 	}
 	return e
-}
-
-// heartbeat writes line(elapsed) to w every interval until stop is called,
-// so that a long compile (Kubernetes: half an hour) is not silent.
-func heartbeat(w io.Writer, interval time.Duration, line func(elapsed time.Duration) string) (stop func()) {
-	if interval <= 0 {
-		return func() {}
-	}
-	start := time.Now()
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				io.WriteString(w, line(time.Since(start)))
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-finished
-	}
 }

@@ -188,3 +188,33 @@ func Bytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// Every calls f with the time elapsed since it was started, every
+// interval, until stop is called; stop waits for a call under way, so f is
+// never called once stop has returned. A long compile's heartbeat line, a
+// long push's record. interval <= 0 calls f never.
+func Every(interval time.Duration, f func(elapsed time.Duration)) (stop func()) {
+	if interval <= 0 {
+		return func() {}
+	}
+	start := time.Now()
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				f(time.Since(start))
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -43,4 +44,40 @@ func TestBytes(t *testing.T) {
 			t.Errorf("Bytes(%d) = %q, want %q", n, got, want)
 		}
 	}
+}
+
+// Every calls f repeatedly with growing elapsed times, never after stop
+// has returned, and never when the interval is not positive.
+func TestEvery(t *testing.T) {
+	var mu sync.Mutex
+	var calls []time.Duration
+	stop := Every(5*time.Millisecond, func(elapsed time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, elapsed)
+	})
+	time.Sleep(60 * time.Millisecond)
+	stop()
+	mu.Lock()
+	n := len(calls)
+	got := append([]time.Duration(nil), calls...)
+	mu.Unlock()
+	if n < 2 {
+		t.Fatalf("%d calls in 60 ms at a 5 ms interval", n)
+	}
+	for i := 1; i < n; i++ {
+		if got[i] <= got[i-1] {
+			t.Errorf("elapsed times not growing: %v", got)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	mu.Lock()
+	if len(calls) != n {
+		t.Errorf("%d calls after stop returned", len(calls)-n)
+	}
+	mu.Unlock()
+
+	never := Every(0, func(time.Duration) { t.Error("called with interval 0") })
+	time.Sleep(10 * time.Millisecond)
+	never()
 }

@@ -27,6 +27,7 @@ import (
 
 	v1alpha1 "kpaas.dev/appliance/api/cluster/v1alpha1"
 	"kpaas.dev/appliance/builder/cli"
+	"kpaas.dev/appliance/internal/testenv"
 	"kpaas.dev/appliance/qemu-tests/vm"
 )
 
@@ -241,7 +242,7 @@ func (c *Cluster) PortForward(namespace, target string, port int) int {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	var stderr bytes.Buffer
+	var stderr testenv.LockedBuffer // kubectl writes it while a failure reads it
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("kubectl port-forward: %v", err)
