@@ -433,24 +433,31 @@ clusterCIDR: {{.PodCIDR}}
 
 // controlPlanePatches are the control plane's static pods kubeadm patches
 // (kubeadm --patches, livenessPatch): the API server's and etcd's liveness
-// probes give up after 30 failed checks, 5 minutes, instead of 8. On a
-// busy or slow machine (a small VM, software emulation) etcd answers the
-// API server's /livez slowly for minutes at a time; kubeadm's 80 seconds
-// then restart the API server, whose start (its informers, the RBAC
-// roles' reconciliation) loads the machine more, and it crash-looped and
-// answered no one for the rest of a QEMU run. A restart does not make etcd
-// faster; a process that is truly stuck is still restarted.
+// probes give up after 30 failed checks, 5 minutes, instead of 8, and the
+// API server's leaves out its etcd check (/livez?exclude=etcd). On a busy
+// or slow machine (a small VM, software emulation) etcd answers slowly for
+// minutes at a time and the API server's /livez fails on its etcd check
+// alone; kubeadm's probe then restarts the API server, whose start (its
+// informers, the RBAC roles' reconciliation) loads the machine and etcd
+// more, and it crash-looped and answered no one for the rest of a QEMU
+// run. A restart of the API server does not make etcd faster (etcd has
+// its own probe); a process that is truly stuck is still restarted.
 var controlPlanePatches = []string{"kube-apiserver", "etcd"}
 
 // livenessPatch is the kubeadm patch of a static pod's liveness probe
-// (kubeadm names the pod's one container like the pod).
+// (kubeadm names the pod's one container like the pod; a strategic merge
+// keeps the probe's host, port and scheme).
 func livenessPatch(container string) []byte {
+	probe := "{failureThreshold: 30}"
+	if container == "kube-apiserver" {
+		probe = `{failureThreshold: 30, httpGet: {path: "/livez?exclude=etcd"}}`
+	}
 	return fmt.Appendf(nil, `# Written by kpaas-agent: the liveness probe gives up after 5 minutes.
 spec:
   containers:
     - name: %s
-      livenessProbe: {failureThreshold: 30}
-`, container)
+      livenessProbe: %s
+`, container, probe)
 }
 
 const kubeletService = `# Written by kpaas-agent.

@@ -16,7 +16,8 @@ import (
 // The first control plane's kubeadm configuration and patches, as the
 // agent writes them, given to the real kubeadm of the toolchain: the
 // static pods it writes for the API server and etcd carry the patched
-// liveness probes (and kubeadm's own startup probes).
+// liveness probes (and kubeadm's own startup probes): the API server's
+// leaves out etcd's check and keeps kubeadm's address, port and scheme.
 func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 	kubeadm := filepath.Join(testenv.ToolchainBin(), "kubeadm")
 	if _, err := os.Stat(kubeadm); err != nil {
@@ -44,11 +45,15 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		type probe struct {
+			FailureThreshold, PeriodSeconds int
+			HTTPGet                         struct{ Host, Path, Scheme string } `json:"httpGet"`
+		}
 		var pod struct {
 			Spec struct {
 				Containers []struct {
 					Name                        string
-					LivenessProbe, StartupProbe *struct{ FailureThreshold, PeriodSeconds int }
+					LivenessProbe, StartupProbe *probe
 				}
 			}
 		}
@@ -58,6 +63,13 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 		ct := pod.Spec.Containers[0]
 		if ct.Name != c || ct.LivenessProbe == nil || ct.LivenessProbe.FailureThreshold != 30 || ct.LivenessProbe.PeriodSeconds != 10 {
 			t.Errorf("%s: container %s, liveness probe %+v: want 30 failures 10 s apart", c, ct.Name, ct.LivenessProbe)
+		}
+		want := map[string]probe{
+			"kube-apiserver": {HTTPGet: struct{ Host, Path, Scheme string }{"10.0.0.11", "/livez?exclude=etcd", "HTTPS"}},
+			"etcd":           {HTTPGet: struct{ Host, Path, Scheme string }{"127.0.0.1", "/livez", "HTTP"}},
+		}[c].HTTPGet
+		if ct.LivenessProbe != nil && ct.LivenessProbe.HTTPGet != want {
+			t.Errorf("%s: liveness probe's request %+v, want %+v", c, ct.LivenessProbe.HTTPGet, want)
 		}
 		// kubeadm's startup probe follows controlPlaneComponentHealthCheck
 		// (20 minutes in the agent's configuration).
