@@ -396,9 +396,16 @@ networking:
   podSubnet: {{.PodCIDR}}
   serviceSubnet: {{.ServiceCIDR}}
   dnsDomain: {{.Domain}}
+# etcd's raft timing as K-PaaS's installer (Kubespray) sets it: a 5 s
+# election timeout instead of 1 s also gives a request 15 s instead of 7 s
+# before etcd answers "request timed out", which a busy or slow machine
+# reached over and over (every client retried, loading it more).
 etcd:
   local:
     imageTag: {{.EtcdTag}}
+    extraArgs:
+      - {name: heartbeat-interval, value: "250"}
+      - {name: election-timeout, value: "5000"}
 dns:
   imageTag: {{.CoreDNSTag}}
 apiServer:

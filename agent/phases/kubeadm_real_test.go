@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,7 +18,8 @@ import (
 // agent writes them, given to the real kubeadm of the toolchain: the
 // static pods it writes for the API server and etcd carry the patched
 // liveness probes (and kubeadm's own startup probes): the API server's
-// leaves out etcd's check and keeps kubeadm's address, port and scheme.
+// leaves out etcd's check and keeps kubeadm's address, port and scheme;
+// etcd runs with the raft timing of the cluster configuration.
 func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 	kubeadm := filepath.Join(testenv.ToolchainBin(), "kubeadm")
 	if _, err := os.Stat(kubeadm); err != nil {
@@ -70,6 +72,17 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 		}[c].HTTPGet
 		if ct.LivenessProbe != nil && ct.LivenessProbe.HTTPGet != want {
 			t.Errorf("%s: liveness probe's request %+v, want %+v", c, ct.LivenessProbe.HTTPGet, want)
+		}
+		if c == "etcd" {
+			var flags struct {
+				Spec struct{ Containers []struct{ Command []string } }
+			}
+			yaml.Unmarshal(b, &flags)
+			for _, f := range []string{"--heartbeat-interval=250", "--election-timeout=5000"} {
+				if !slices.Contains(flags.Spec.Containers[0].Command, f) {
+					t.Errorf("etcd.yaml: no %s in %q", f, flags.Spec.Containers[0].Command)
+				}
+			}
 		}
 		// kubeadm's startup probe follows controlPlaneComponentHealthCheck
 		// (20 minutes in the agent's configuration).
