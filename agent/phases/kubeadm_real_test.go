@@ -42,19 +42,29 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 			t.Errorf("kubeadm %s applied no patch:\n%s", strings.Join(ph, " "), out)
 		}
 	}
-	for _, c := range []string{"kube-apiserver", "etcd"} {
+	type request struct{ Host, Path, Scheme string }
+	for _, want := range []struct {
+		container string
+		liveness  request  // the liveness probe's request after the patch
+		flags     []string // on the command line
+	}{
+		{"kube-apiserver", request{"10.0.0.11", "/livez?exclude=etcd", "HTTPS"}, nil},
+		{"etcd", request{"127.0.0.1", "/livez", "HTTP"}, []string{"--heartbeat-interval=250", "--election-timeout=5000"}},
+	} {
+		c := want.container
 		b, err := os.ReadFile(filepath.Join(m.root, "etc/kubernetes/manifests", c+".yaml"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		type probe struct {
 			FailureThreshold, PeriodSeconds int
-			HTTPGet                         struct{ Host, Path, Scheme string } `json:"httpGet"`
+			HTTPGet                         request `json:"httpGet"`
 		}
 		var pod struct {
 			Spec struct {
 				Containers []struct {
 					Name                        string
+					Command                     []string
 					LivenessProbe, StartupProbe *probe
 				}
 			}
@@ -66,22 +76,12 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 		if ct.Name != c || ct.LivenessProbe == nil || ct.LivenessProbe.FailureThreshold != 30 || ct.LivenessProbe.PeriodSeconds != 10 {
 			t.Errorf("%s: container %s, liveness probe %+v: want 30 failures 10 s apart", c, ct.Name, ct.LivenessProbe)
 		}
-		want := map[string]probe{
-			"kube-apiserver": {HTTPGet: struct{ Host, Path, Scheme string }{"10.0.0.11", "/livez?exclude=etcd", "HTTPS"}},
-			"etcd":           {HTTPGet: struct{ Host, Path, Scheme string }{"127.0.0.1", "/livez", "HTTP"}},
-		}[c].HTTPGet
-		if ct.LivenessProbe != nil && ct.LivenessProbe.HTTPGet != want {
-			t.Errorf("%s: liveness probe's request %+v, want %+v", c, ct.LivenessProbe.HTTPGet, want)
+		if ct.LivenessProbe != nil && ct.LivenessProbe.HTTPGet != want.liveness {
+			t.Errorf("%s: liveness probe's request %+v, want %+v", c, ct.LivenessProbe.HTTPGet, want.liveness)
 		}
-		if c == "etcd" {
-			var flags struct {
-				Spec struct{ Containers []struct{ Command []string } }
-			}
-			yaml.Unmarshal(b, &flags)
-			for _, f := range []string{"--heartbeat-interval=250", "--election-timeout=5000"} {
-				if !slices.Contains(flags.Spec.Containers[0].Command, f) {
-					t.Errorf("etcd.yaml: no %s in %q", f, flags.Spec.Containers[0].Command)
-				}
+		for _, f := range want.flags {
+			if !slices.Contains(ct.Command, f) {
+				t.Errorf("%s.yaml: no %s in %q", c, f, ct.Command)
 			}
 		}
 		// kubeadm's startup probe follows controlPlaneComponentHealthCheck
