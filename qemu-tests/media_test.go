@@ -242,10 +242,14 @@ var mediaBoots = []struct {
 // (OVMF → systemd-boot; SeaBIOS → syslinux's GPT MBR → syslinux on the
 // ESP for a disk, isolinux for the ISO as CD or as USB stick through its
 // isohybrid MBR), kpaas-init, the entry's own lines, the switch to the
-// root, and the agent's config and ready lines.
+// root, and the agent's config and ready lines. The subtests run side by
+// side, as many at a time as go test's -parallel (GOMAXPROCS: one
+// single-vCPU VM per host core); each VM reads the shared media through a
+// snapshot of its own.
 func TestMediaBoot(t *testing.T) {
 	for _, c := range mediaBoots {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			vm.Need(t, "qemu-system-x86_64", "cp")
 			buildMedia(t)
 			marks := append(firmwareMarks(c.firmware, c.name), `kpaas-init .*: starting`)
@@ -288,8 +292,10 @@ func qcow2Disk(*testing.T) vm.Option { return vm.WithDisk(media.qcow2, "qcow2") 
 // TestMediaRawGrowOnce boots a writable copy of the raw disk, enlarged
 // by 1 GiB, twice: the first boot grows KPAAS-STATE to the disk's end (sfdisk
 // verifies the GPT after it, and the ext4 made fills the partition), the
-// second neither grows nor formats it.
+// second neither grows nor formats it. It runs side by side with
+// TestMediaISOInstall's installs (go test's -parallel bounds the VMs).
 func TestMediaRawGrowOnce(t *testing.T) {
+	t.Parallel()
 	vm.Need(t, "qemu-system-x86_64", "cp", "sfdisk")
 	buildMedia(t)
 	raw := filepath.Join(t.TempDir(), "bigger.raw")
@@ -356,7 +362,9 @@ func TestMediaRawGrowOnce(t *testing.T) {
 // formats KPAAS-STATE) and then under the other one: SeaBIOS → syslinux,
 // OVMF → systemd-boot. Booting the installer again (under SeaBIOS) with
 // that disk in boots the installed system instead of installing twice.
+// The two installs run side by side, each on a target disk of its own.
 func TestMediaISOInstall(t *testing.T) {
+	t.Parallel()
 	vm.Need(t, "qemu-system-x86_64", "sfdisk")
 	buildMedia(t)
 	ctx := context.Background()
@@ -378,6 +386,7 @@ func TestMediaISOInstall(t *testing.T) {
 		{"FromOVMF", vm.OVMF, vm.SeaBIOS, `BdsDxe: starting`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			// an empty disk, 1 GiB larger than the image
 			target := filepath.Join(t.TempDir(), "target.raw")
 			size := plan.DiskSize + 1<<30
