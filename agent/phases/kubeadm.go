@@ -408,11 +408,19 @@ etcd:
       - {name: election-timeout, value: "5000"}
 dns:
   imageTag: {{.CoreDNSTag}}
+# The API server's etcd checks (/healthz, /readyz) wait 10 s for etcd
+# instead of 2 s: on a busy or slow machine etcd answers in seconds while it
+# works, and a failing /healthz makes the controller manager exit at its
+# start ("failed to wait for apiserver being healthy"), so it crash-looped
+# and bound no volume for many minutes.
 apiServer:
   certSANs:
 {{- range .SANs}}
     - "{{.}}"
 {{- end}}
+  extraArgs:
+    - {name: etcd-healthcheck-timeout, value: 10s}
+    - {name: etcd-readycheck-timeout, value: 10s}
 # Leader election that tolerates a busy or slow machine: the defaults (15 s
 # lease, 10 s renew deadline) restart the controller manager and the
 # scheduler whenever etcd answers slowly; a failover takes up to a minute.

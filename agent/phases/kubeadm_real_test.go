@@ -19,7 +19,8 @@ import (
 // static pods it writes for the API server and etcd carry the patched
 // liveness probes (and kubeadm's own startup probes): the API server's
 // leaves out etcd's check and keeps kubeadm's address, port and scheme;
-// etcd runs with the raft timing of the cluster configuration.
+// etcd runs with the raft timing of the cluster configuration, and the API
+// server gives etcd's health checks 10 s.
 func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 	kubeadm := filepath.Join(testenv.ToolchainBin(), "kubeadm")
 	if _, err := os.Stat(kubeadm); err != nil {
@@ -48,7 +49,7 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 		liveness  request  // the liveness probe's request after the patch
 		flags     []string // on the command line
 	}{
-		{"kube-apiserver", request{"10.0.0.11", "/livez?exclude=etcd", "HTTPS"}, nil},
+		{"kube-apiserver", request{"10.0.0.11", "/livez?exclude=etcd", "HTTPS"}, []string{"--etcd-healthcheck-timeout=10s", "--etcd-readycheck-timeout=10s"}},
 		{"etcd", request{"127.0.0.1", "/livez", "HTTP"}, []string{"--heartbeat-interval=250", "--election-timeout=5000"}},
 	} {
 		c := want.container
