@@ -244,8 +244,8 @@ var mediaBoots = []struct {
 // isohybrid MBR), kpaas-init, the entry's own lines, the switch to the
 // root, and the agent's config and ready lines. The subtests run side by
 // side, as many at a time as go test's -parallel (GOMAXPROCS: one
-// single-vCPU VM per host core); each VM reads the shared media through a
-// snapshot of its own.
+// single-vCPU VM per host core); no VM writes the shared media (a CD-ROM
+// is read-only, a disk or USB stick a snapshot of its own).
 func TestMediaBoot(t *testing.T) {
 	for _, c := range mediaBoots {
 		t.Run(c.name, func(t *testing.T) {
