@@ -408,18 +408,21 @@ etcd:
       - {name: election-timeout, value: "5000"}
 dns:
   imageTag: {{.CoreDNSTag}}
-# The API server's etcd checks (/healthz, /readyz) wait 10 s for etcd
-# instead of 2 s: on a busy or slow machine etcd answers in seconds while it
-# works, and a failing /healthz makes the controller manager exit at its
-# start ("failed to wait for apiserver being healthy"), so it crash-looped
-# and bound no volume for many minutes.
+# The API server's etcd checks wait longer than 2 s for etcd: on a busy or
+# slow machine etcd answers in seconds while it works. /healthz's (and
+# /livez's) waits up to 60 s: the controller manager and the scheduler
+# exit at their start when /healthz fails within 10 s ("failed to wait for
+# apiserver being healthy") but take a slow answer, and they crash-looped
+# (no volume bound for many minutes) with 2 s and with 10 s. The check runs
+# at most every 30 s; other callers get its last result. /readyz's waits
+# 10 s, under the readiness probe's 15 s.
 apiServer:
   certSANs:
 {{- range .SANs}}
     - "{{.}}"
 {{- end}}
   extraArgs:
-    - {name: etcd-healthcheck-timeout, value: 10s}
+    - {name: etcd-healthcheck-timeout, value: 60s}
     - {name: etcd-readycheck-timeout, value: 10s}
 # Leader election that tolerates a busy or slow machine: the defaults (15 s
 # lease, 10 s renew deadline) restart the controller manager and the
@@ -435,9 +438,16 @@ scheduler:
     - {name: leader-elect-renew-deadline, value: 45s}
     - {name: leader-elect-retry-period, value: 10s}
 ---
+# Images are pulled three at a time instead of one after another, so that
+# a small image (local-path's helper pod, which makes a volume) does not
+# wait minutes behind a big one while pods wait for their volumes (the
+# scheduler gives a volume 10 minutes). Every node takes this from the
+# cluster's kubelet-config.
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: systemd
+serializeImagePulls: false
+maxParallelImagePulls: 3
 ---
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -456,8 +466,12 @@ clusterCIDR: {{.PodCIDR}}
 // informers, the RBAC roles' reconciliation) loads the machine and etcd
 // more, and it crash-looped and answered no one for the rest of a QEMU
 // run. A restart of the API server does not make etcd faster (etcd has
-// its own probe); a process that is truly stuck is still restarted.
-var controlPlanePatches = []string{"kube-apiserver", "etcd"}
+// its own probe); a process that is truly stuck is still restarted. The
+// controller manager's and the scheduler's probes give up after 5 minutes
+// too: their /healthz fails while their leader lease cannot be renewed,
+// which a slow etcd causes, and a restarted one first waits for the API
+// server's /healthz (see apiServer above) and for the lease again.
+var controlPlanePatches = []string{"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler"}
 
 // livenessPatch is the kubeadm patch of a static pod's liveness probe
 // (kubeadm names the pod's one container like the pod; a strategic merge

@@ -16,11 +16,13 @@ import (
 
 // The first control plane's kubeadm configuration and patches, as the
 // agent writes them, given to the real kubeadm of the toolchain: the
-// static pods it writes for the API server and etcd carry the patched
-// liveness probes (and kubeadm's own startup probes): the API server's
-// leaves out etcd's check and keeps kubeadm's address, port and scheme;
-// etcd runs with the raft timing of the cluster configuration, and the API
-// server gives etcd's health checks 10 s.
+// static pods it writes for the API server, the controller manager, the
+// scheduler and etcd carry the patched liveness probes (and kubeadm's own
+// startup probes): the API server's leaves out etcd's check and keeps
+// kubeadm's address, port and scheme; etcd runs with the raft timing of
+// the cluster configuration, the API server gives etcd's health checks
+// 60 s (/healthz) and 10 s (/readyz), and the controller manager and the
+// scheduler hold their leader lease 60 s.
 func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 	kubeadm := filepath.Join(testenv.ToolchainBin(), "kubeadm")
 	if _, err := os.Stat(kubeadm); err != nil {
@@ -33,7 +35,7 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 	if err := m.run(phases.List()); err != nil {
 		t.Fatalf("%v\n%s", err, m.out)
 	}
-	for _, ph := range [][]string{{"control-plane", "apiserver"}, {"etcd", "local"}} {
+	for _, ph := range [][]string{{"control-plane", "all"}, {"etcd", "local"}} {
 		args := append(append([]string{"init", "phase"}, ph...), "--config", "/etc/kpaas/kubeadm.yaml", "--rootfs", m.root)
 		out, err := exec.Command(kubeadm, args...).CombinedOutput()
 		if err != nil {
@@ -49,8 +51,10 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 		liveness  request  // the liveness probe's request after the patch
 		flags     []string // on the command line
 	}{
-		{"kube-apiserver", request{"10.0.0.11", "/livez?exclude=etcd", "HTTPS"}, []string{"--etcd-healthcheck-timeout=10s", "--etcd-readycheck-timeout=10s"}},
+		{"kube-apiserver", request{"10.0.0.11", "/livez?exclude=etcd", "HTTPS"}, []string{"--etcd-healthcheck-timeout=60s", "--etcd-readycheck-timeout=10s"}},
 		{"etcd", request{"127.0.0.1", "/livez", "HTTP"}, []string{"--heartbeat-interval=250", "--election-timeout=5000"}},
+		{"kube-controller-manager", request{"127.0.0.1", "/healthz", "HTTPS"}, []string{"--leader-elect-lease-duration=60s", "--leader-elect-renew-deadline=45s"}},
+		{"kube-scheduler", request{"127.0.0.1", "/livez", "HTTPS"}, []string{"--leader-elect-lease-duration=60s", "--leader-elect-renew-deadline=45s"}},
 	} {
 		c := want.container
 		b, err := os.ReadFile(filepath.Join(m.root, "etc/kubernetes/manifests", c+".yaml"))
