@@ -424,19 +424,24 @@ apiServer:
   extraArgs:
     - {name: etcd-healthcheck-timeout, value: 60s}
     - {name: etcd-readycheck-timeout, value: 10s}
-# Leader election that tolerates a busy or slow machine: the defaults (15 s
-# lease, 10 s renew deadline) restart the controller manager and the
-# scheduler whenever etcd answers slowly; a failover takes up to a minute.
+# Leader election that tolerates a busy or slow machine: the controller
+# manager and the scheduler exit when they cannot renew their lease within
+# the renew deadline. The defaults (15 s lease, 10 s renew deadline)
+# restarted them whenever etcd answered slowly, and so did 60 s / 45 s
+# (TestClusterHarbor: two lease updates of 22.5 s each timed out). These
+# are OpenShift's values, chosen to survive a minute and more of API
+# server unavailability: 137 s lease, 107 s renew deadline, 26 s between
+# tries. The cost: a failover, or a restarted one, waits up to 137 s.
 controllerManager:
   extraArgs:
-    - {name: leader-elect-lease-duration, value: 60s}
-    - {name: leader-elect-renew-deadline, value: 45s}
-    - {name: leader-elect-retry-period, value: 10s}
+    - {name: leader-elect-lease-duration, value: 137s}
+    - {name: leader-elect-renew-deadline, value: 107s}
+    - {name: leader-elect-retry-period, value: 26s}
 scheduler:
   extraArgs:
-    - {name: leader-elect-lease-duration, value: 60s}
-    - {name: leader-elect-renew-deadline, value: 45s}
-    - {name: leader-elect-retry-period, value: 10s}
+    - {name: leader-elect-lease-duration, value: 137s}
+    - {name: leader-elect-renew-deadline, value: 107s}
+    - {name: leader-elect-retry-period, value: 26s}
 ---
 # Images are pulled three at a time instead of one after another, so that
 # a small image (local-path's helper pod, which makes a volume) does not

@@ -22,7 +22,7 @@ import (
 // kubeadm's address, port and scheme; etcd runs with the raft timing of
 // the cluster configuration, the API server gives etcd's health checks
 // 60 s (/healthz) and 10 s (/readyz), and the controller manager and the
-// scheduler hold their leader lease 60 s.
+// scheduler hold their leader lease 137 s.
 func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 	kubeadm := filepath.Join(testenv.ToolchainBin(), "kubeadm")
 	if _, err := os.Stat(kubeadm); err != nil {
@@ -53,8 +53,8 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 	}{
 		{"kube-apiserver", request{"10.0.0.11", "/livez?exclude=etcd", "HTTPS"}, []string{"--etcd-healthcheck-timeout=60s", "--etcd-readycheck-timeout=10s"}},
 		{"etcd", request{"127.0.0.1", "/livez", "HTTP"}, []string{"--heartbeat-interval=250", "--election-timeout=5000"}},
-		{"kube-controller-manager", request{"127.0.0.1", "/healthz", "HTTPS"}, []string{"--leader-elect-lease-duration=60s", "--leader-elect-renew-deadline=45s"}},
-		{"kube-scheduler", request{"127.0.0.1", "/livez", "HTTPS"}, []string{"--leader-elect-lease-duration=60s", "--leader-elect-renew-deadline=45s"}},
+		{"kube-controller-manager", request{"127.0.0.1", "/healthz", "HTTPS"}, []string{"--leader-elect-lease-duration=137s", "--leader-elect-renew-deadline=107s", "--leader-elect-retry-period=26s"}},
+		{"kube-scheduler", request{"127.0.0.1", "/livez", "HTTPS"}, []string{"--leader-elect-lease-duration=137s", "--leader-elect-renew-deadline=107s", "--leader-elect-retry-period=26s"}},
 	} {
 		c := want.container
 		b, err := os.ReadFile(filepath.Join(m.root, "etc/kubernetes/manifests", c+".yaml"))
