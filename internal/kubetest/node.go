@@ -194,11 +194,15 @@ func (e *Env) poll(timeout time.Duration, f func() error) error {
 
 // stopKubelet stops the kubelet, then removes every pod sandbox it left in
 // containerd (a stopped kubelet leaves its pods running), so that stopping
-// containerd afterwards leaves no shim or container behind.
+// containerd afterwards leaves no shim or container behind, and detaches
+// the mounts it left below its root folder.
 func (e *Env) stopKubelet(sock string) {
 	e.procs.Stop("kubelet")
 	out, err := exec.Command(filepath.Join(e.BinDir, "crictl"), "--runtime-endpoint=unix://"+sock, "rmp", "-fa").CombinedOutput()
 	if err != nil {
 		e.t.Logf("crictl rmp -fa: %v\n%s", err, out)
+	}
+	if err := unmountUnder(filepath.Join(e.Dir, "kubelet")); err != nil {
+		e.t.Errorf("kubetest: the kubelet's mounts: %v", err)
 	}
 }
