@@ -8,6 +8,9 @@ OUT       ?= out
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X kpaas.dev/appliance/builder/cli.Version=$(VERSION)
 KPAAS     := $(OUT)/bin/kpaas
+# HARBOR_PORTAL=1: the toolchain also builds Harbor's web portal (npm).
+HARBOR_PORTAL ?=
+TOOLCHAIN_FLAGS := $(if $(HARBOR_PORTAL),--harbor-portal)
 export CGO_ENABLED ?= 0
 
 .PHONY: help
@@ -28,7 +31,7 @@ demo-deps: ## Install the Debian packages `make demo` needs (as root; otherwise 
 
 .PHONY: demo
 demo: demo-deps build ## Bake the demo bundle and write bootable demo media (out/demo.qcow2, out/demo.iso) and the demo cluster's site (out/demo-site); root for the OS image
-	$(KPAAS) toolchain build --out $(OUT)/mirror
+	$(KPAAS) toolchain build --out $(OUT)/mirror $(TOOLCHAIN_FLAGS)
 	$(KPAAS) os build images/debian-12.yaml -o $(OUT)/os
 	$(GO) run ./bundles/demo/mkmirror -o $(OUT)/demo-mirror
 	@test -f $(OUT)/demo.key || $(KPAAS) key generate -o $(OUT)/demo
@@ -54,8 +57,12 @@ os: ## Build the node OS image with this tree's agent into out/os (root; cached:
 	$(GO) run ./builder/cmd/kpaas os build images/debian-12.yaml -o $(OUT)/os
 
 .PHONY: toolchain
-toolchain: ## Build the Kubernetes node toolchain and images from Go modules into out/mirror (cached)
-	$(GO) run ./builder/cmd/kpaas toolchain build --out $(OUT)/mirror
+toolchain: ## Build the Kubernetes node toolchain and images from Go modules into out/mirror (cached; HARBOR_PORTAL=1 adds Harbor's web portal)
+	$(GO) run ./builder/cmd/kpaas toolchain build --out $(OUT)/mirror $(TOOLCHAIN_FLAGS)
+
+.PHONY: harbor-portal
+harbor-portal: ## The toolchain with Harbor's web portal built from its npm sources (Node.js 20.19+, npm registry; 10–15 min more on 2 cores)
+	$(MAKE) toolchain HARBOR_PORTAL=1
 
 .PHONY: lint-bundles
 lint-bundles: build ## Lint every bundle manifest in bundles/

@@ -37,7 +37,11 @@ Before compiling anything it checks the host (gcc, binutils, static libc and
 libseccomp, pkg-config, apt lists, the go version) and names the Debian
 packages that are missing. A component being compiled prints its expected
 cold time when it starts and a line every minute while it runs.
-SOURCE_DATE_EPOCH sets the time of every image file and config (default 0).`,
+SOURCE_DATE_EPOCH sets the time of every image file and config (default 0).
+
+--harbor-portal adds Harbor's web portal, an Angular application built with
+npm from Harbor's own sources and lockfile, as the image the official chart
+names; without it the chart's portal runs a stand-in page (docs/harbor.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			epoch, ok, err := sourceDateEpoch()
@@ -66,7 +70,8 @@ SOURCE_DATE_EPOCH sets the time of every image file and config (default 0).`,
 	f.StringVar(&opts.MirrorDir, "out", "out/mirror", "mirror folder to write (empty: only fill the cache)")
 	f.StringVar(&opts.SourceDir, "src", "", "folder of the scratch modules (default: toolchain/ of the enclosing repository)")
 	f.StringVar(&opts.Go, "go", envOr("GO", "go"), "go command")
-	f.BoolVar(&opts.Offline, "offline", false, "set GOPROXY=off: build only from the module cache")
+	f.BoolVar(&opts.Offline, "offline", false, "set GOPROXY=off (and npm's offline mode): build only from the module cache (and npm's cache)")
+	f.BoolVar(&opts.HarborPortal, "harbor-portal", false, "also build Harbor's web portal from its npm sources (Node.js "+toolchain.MinNodeVersion+" or newer, npm and the npm registry; 10–15 min more) and its image "+toolchain.HarborPortalImage)
 	f.BoolVarP(&verbose, "verbose", "v", false, "print the output of failed build commands in full")
 	return cmd
 }

@@ -35,7 +35,7 @@ func newBuilder(ctx context.Context, opts *Options) (*builder, error) {
 	goflags := strings.TrimSpace(os.Getenv("GOFLAGS") + " -mod=readonly")
 	b.env = append(os.Environ(), "GOWORK=off", "GOTOOLCHAIN=local", "GOFLAGS="+goflags)
 	if opts.Offline {
-		b.env = append(b.env, "GOPROXY=off")
+		b.env = append(b.env, "GOPROXY=off", "npm_config_offline=true")
 	}
 	out, err := b.output(ctx, opts.SourceDir, opts.Go, "env", "GOVERSION", "GOMODCACHE")
 	if err != nil {

@@ -84,10 +84,11 @@ type component struct {
 	Revision string
 }
 
-// components is the literal list of everything that is built, in order.
-// Nothing else is built; the images and the mirror are assembled from these.
-func components() []*component {
-	return []*component{
+// components is the literal list of everything that is built, in order
+// (Harbor's portal only when asked). Nothing else is built; the images and
+// the mirror are assembled from these.
+func components(portal bool) []*component {
+	l := []*component{
 		kubeComponent(),
 		etcdComponent(),
 		containerdComponent(),
@@ -104,6 +105,10 @@ func components() []*component {
 		localPathProvisionerComponent(),
 		platformDebianComponent(),
 	}
+	if portal {
+		l = append(l, harborPortalComponent())
+	}
+	return l
 }
 
 func goBuild(env []string, tags, ldflags string, pkgs ...string) command {

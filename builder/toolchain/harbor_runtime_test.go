@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -32,7 +34,10 @@ import (
 //   - redis-photon starts with Harbor's redis.conf and answers PING;
 //   - harbor-core runs its migrations from /harbor/migrations and reports
 //     core, database, Redis, registry, registryctl and jobservice healthy;
-//   - the portal stand-in serves its page with the chart's portal nginx.conf.
+//   - the portal stand-in serves its page with the chart's portal nginx.conf;
+//     so does Harbor's portal when the cache's layout holds it (built with
+//     --harbor-portal): the Angular application, its API description and
+//     the Swagger UI page, at the paths the chart's configuration routes.
 func TestHarborImagesRun(t *testing.T) {
 	cache, bin := builtToolchain(t)
 	refs := map[string]string{
@@ -43,6 +48,11 @@ func TestHarborImagesRun(t *testing.T) {
 		"ctl":    harborRepo + "harbor-registryctl:" + HarborVersion,
 		"job":    harborRepo + "harbor-jobservice:" + HarborVersion,
 		"portal": HarborPortalStandIn,
+	}
+	if cachedHasImage(cache, HarborPortalImage) {
+		refs["portal-real"] = HarborPortalImage
+	} else {
+		t.Logf("%s is not in the cache's layout (an optional component: kpaas toolchain build --harbor-portal): only the stand-in runs", HarborPortalImage)
 	}
 
 	dir := t.TempDir()
@@ -291,6 +301,45 @@ http {
 		}
 		return nil
 	})
+	if refs["portal-real"] == "" {
+		return
+	}
+	run("portal-real", slices.Concat(mount(portalConf, "/etc/nginx/nginx.conf"), []string{refs["portal-real"], "portal-real"})...)
+	// The application's page, also for a route of the application (the
+	// chart sends unknown paths to index.html), its API description, and
+	// the API reference page the chart routes /devcenter-api-2.0 to.
+	for path, want := range map[string]string{
+		"/":                      "<harbor-app",
+		"/harbor/projects":       "<harbor-app",
+		"/swagger.json":          `"swagger":"2.0"`,
+		"/devcenter-api-2.0":     "swagger-ui",
+		"/swagger-ui-index.html": "swagger-ui",
+	} {
+		eventually("the portal serves "+path, time.Minute, func() error {
+			out, err := httpGet("portal-real", 8080, path)
+			if err != nil || !strings.Contains(out, "200 OK") || !strings.Contains(out, want) {
+				return fmt.Errorf("answered %v %.300q", err, out)
+			}
+			return nil
+		})
+	}
+}
+
+// cachedHasImage reports whether the cache's image layout holds ref.
+func cachedHasImage(cache, ref string) bool {
+	p, err := layout.FromPath(ImagesDir(cache))
+	if err != nil {
+		return false
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return false
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(im.Manifests, func(d v1.Descriptor) bool { return d.Annotations[RefNameAnnotation] == ref })
 }
 
 func bcryptHash(t *testing.T, password string) string {

@@ -19,10 +19,10 @@ import (
 // set each image's tag, see docs/harbor.md). The base userland, PostgreSQL
 // 15, Redis 7 and nginx come from Debian 12 instead of Photon OS.
 //
-// Harbor's web portal is an Angular application whose npm build is not
-// part of this toolchain; the portal image is a stand-in under its own
-// name that serves a page saying so (the API, the registry and docker
-// login all work without it).
+// Harbor's web portal is an Angular application whose npm build is
+// optional (harborportal.go); the stand-in, always built, is an image
+// under its own name that serves a page saying so (the API, the registry
+// and docker login all work without the portal).
 const (
 	harborRepo = "docker.io/goharbor/"
 	// HarborPortalStandIn is the portal stand-in's reference.
@@ -38,7 +38,9 @@ func harborLabels(source, revision string) map[string]string {
 	}
 }
 
-func harborImageSpecs() []imageSpec {
+// harborImageSpecs are Harbor's images; with portal, also the portal
+// built from its sources (the harbor-portal component).
+func harborImageSpecs(portal bool) []imageSpec {
 	harbor := harborLabels("https://github.com/goharbor/harbor", HarborCommit)
 	const harborUID = 10000
 	harborUser := []imageUser{{Name: "harbor", UID: harborUID, GID: harborUID, Home: "/home/harbor"}}
@@ -61,7 +63,7 @@ func harborImageSpecs() []imageSpec {
 	}
 	nginxCmd := []string{"nginx", "-g", "daemon off;"}
 	pgBin := "/usr/lib/postgresql/" + HarborPostgresVersion + "/bin"
-	return []imageSpec{
+	specs := []imageSpec{
 		{
 			Ref: harborRepo + "harbor-core:" + HarborVersion, Version: HarborVersion, Labels: harbor,
 			TarLayers: deb("base"),
@@ -170,6 +172,16 @@ func harborImageSpecs() []imageSpec {
 			Texts: []imageText{{Path: "/usr/share/nginx/html/index.html", Mode: 0o644, Data: portalStandInPage}},
 		},
 	}
+	if portal {
+		// make/photon/portal/Dockerfile: nginx serving the build's web root.
+		specs = append(specs, imageSpec{
+			Ref: HarborPortalImage, Version: HarborVersion, Labels: harbor,
+			TarLayers: deb("base", "nginx"),
+			Dirs:      nginxDirs, Users: nginxUser, User: "nginx", Cmd: nginxCmd,
+			Extract: []imageExtract{{Component: "harbor-portal", Tar: HarborPortalHTML, Src: "html", Dest: "/usr/share/nginx/html"}},
+		})
+	}
+	return specs
 }
 
 // harborDBHealthcheck is the database image's /docker-healthcheck.sh,
@@ -231,8 +243,8 @@ const portalStandInPage = `<!doctype html>
 <body>
 <h1>Harbor ` + HarborVersion + `</h1>
 <p>This Harbor was built offline from its sources without its web portal
-(an Angular application whose npm build is not part of the appliance's
-toolchain).</p>
+(an Angular application, whose npm build the appliance's toolchain makes
+only when asked: <code>kpaas toolchain build --harbor-portal</code>).</p>
 <p>Everything else works: the registry (<code>docker login</code>,
 <code>docker push</code>, <code>docker pull</code> against this host), and the
 REST API below <a href="/api/v2.0/ping">/api/v2.0/</a>, for example

@@ -108,7 +108,7 @@ type ImageResult struct {
 
 // imageSpecs is the literal list of images: everything kubeadm runs as a
 // container, plus the pod network.
-func imageSpecs() []imageSpec {
+func imageSpecs(portal bool) []imageSpec {
 	const reg = "registry.k8s.io/"
 	var specs []imageSpec
 	netTools := []imageFile{{"nettools", NetToolsTar, ""}}
@@ -151,7 +151,7 @@ func imageSpecs() []imageSpec {
 			Entrypoint: []string{"/usr/local/bin/kube-router"},
 		},
 	)
-	return slices.Concat(specs, harborImageSpecs(), platformImageSpecs())
+	return slices.Concat(specs, harborImageSpecs(portal), platformImageSpecs())
 }
 
 const imagesList = "images.json"
@@ -159,7 +159,7 @@ const imagesList = "images.json"
 // imagesEntry is the cache folder of the images made of dirs' binaries,
 // keyed by the specs, the timestamp and the digests of the input binaries.
 func (b *builder) imagesEntry(dirs map[string]string) (string, error) {
-	specs := imageSpecs()
+	specs := imageSpecs(b.opts.HarborPortal)
 	h := sha256.New()
 	fmt.Fprintf(h, "recipe %s\nepoch %d\n", recipeRevision, b.opts.SourceDateEpoch.Unix())
 	specJSON, _ := json.Marshal(specs)
@@ -197,7 +197,7 @@ func cachedImages(dir string) ([]ImageResult, bool) {
 // images assembles every image into one OCI layout in the cache
 // (imagesEntry), unless a complete entry already exists.
 func (b *builder) images(ctx context.Context, dirs map[string]string) (string, []ImageResult, bool, error) {
-	specs := imageSpecs()
+	specs := imageSpecs(b.opts.HarborPortal)
 	dir, err := b.imagesEntry(dirs)
 	if err != nil {
 		return "", nil, false, err
@@ -443,11 +443,11 @@ func writeTar(w io.Writer, entries []tarEntry, mtime time.Time) error {
 	return tw.Close()
 }
 
-// ImageRefs are the references of every image Build assembles (aliases
-// included), in build order.
+// ImageRefs are the references of every image Build assembles by default
+// (aliases included; not Harbor's optional portal), in build order.
 func ImageRefs() []string {
 	var refs []string
-	for _, s := range imageSpecs() {
+	for _, s := range imageSpecs(false) {
 		refs = append(refs, s.Ref)
 		refs = append(refs, s.Aliases...)
 	}

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -20,9 +22,20 @@ type host struct {
 	lookPath func(string) (string, error)
 	stat     func(string) (fs.FileInfo, error)
 	glob     func(string) ([]string, error)
+	// nodeVersion is what `node --version` prints ("v20.20.2"), or ""
+	// when there is no node.
+	nodeVersion func() string
 }
 
-func realHost() host { return host{lookPath: exec.LookPath, stat: os.Stat, glob: filepath.Glob} }
+func realHost() host {
+	return host{lookPath: exec.LookPath, stat: os.Stat, glob: filepath.Glob, nodeVersion: func() string {
+		out, err := exec.Command("node", "--version").Output()
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(out))
+	}}
+}
 
 // prerequisite is one thing of the build host that a component needs and
 // the go command does not bring: a C tool, a static library, apt's lists.
@@ -88,12 +101,50 @@ func (e *PrerequisiteError) Error() string {
 	return b.String()
 }
 
-// checkPrerequisites reports every missing prerequisite at once, and a go
-// command older than MinGoVersion.
-func checkPrerequisites(h host, goVersion string) error {
+// portalPrerequisites are what Harbor's portal build needs besides.
+func portalPrerequisites() []prerequisite {
+	const why = "Harbor's portal"
+	return []prerequisite{
+		{What: "npm", For: why, Package: "npm", present: tool("npm")},
+		{What: "Node.js " + MinNodeVersion + " or newer", For: why + " (Angular 21)",
+			Hint:    "install Node.js " + MinNodeVersion + " or newer (Debian 12's nodejs is 18; Debian 13's is 20.19)",
+			present: func(h host) bool { return nodeAtLeast(h.nodeVersion(), MinNodeVersion) }},
+	}
+}
+
+// nodeAtLeast compares "vMAJOR.MINOR.PATCH" versions; "" is never enough.
+func nodeAtLeast(have, want string) bool {
+	parse := func(v string) ([3]int, bool) {
+		var n [3]int
+		parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+		if len(parts) != 3 {
+			return n, false
+		}
+		for i, p := range parts {
+			x, err := strconv.Atoi(strings.SplitN(p, "-", 2)[0])
+			if err != nil {
+				return n, false
+			}
+			n[i] = x
+		}
+		return n, true
+	}
+	h, ok1 := parse(have)
+	w, ok2 := parse(want)
+	return ok1 && ok2 && slices.Compare(h[:], w[:]) >= 0
+}
+
+// checkPrerequisites reports every missing prerequisite at once (the
+// portal's too when it is built), and a go command older than
+// MinGoVersion.
+func checkPrerequisites(h host, goVersion string, portal bool) error {
 	e := &PrerequisiteError{}
 	seen := map[string]bool{}
-	for _, p := range prerequisites() {
+	list := prerequisites()
+	if portal {
+		list = append(list, portalPrerequisites()...)
+	}
+	for _, p := range list {
 		if p.present(h) {
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,22 +18,24 @@ import (
 
 // bareHost has nothing installed.
 var bareHost = host{
-	lookPath: func(string) (string, error) { return "", errors.New("not found") },
-	stat:     func(string) (fs.FileInfo, error) { return nil, fs.ErrNotExist },
-	glob:     func(string) ([]string, error) { return nil, nil },
+	lookPath:    func(string) (string, error) { return "", errors.New("not found") },
+	stat:        func(string) (fs.FileInfo, error) { return nil, fs.ErrNotExist },
+	glob:        func(string) ([]string, error) { return nil, nil },
+	nodeVersion: func() string { return "" },
 }
 
 // fullHost has everything.
 var fullHost = host{
-	lookPath: func(n string) (string, error) { return "/usr/bin/" + n, nil },
-	stat:     func(string) (fs.FileInfo, error) { return nil, nil },
-	glob:     func(p string) ([]string, error) { return []string{p}, nil },
+	lookPath:    func(n string) (string, error) { return "/usr/bin/" + n, nil },
+	stat:        func(string) (fs.FileInfo, error) { return nil, nil },
+	glob:        func(p string) ([]string, error) { return []string{p}, nil },
+	nodeVersion: func() string { return "v20.20.2" },
 }
 
 // TestPrerequisitesNamePackages: a host that lacks the C tools, libseccomp
 // and the apt lists hears of all of them at once, with the Debian packages.
 func TestPrerequisitesNamePackages(t *testing.T) {
-	err := checkPrerequisites(bareHost, "go1.26.8")
+	err := checkPrerequisites(bareHost, "go1.26.8", false)
 	var pe *PrerequisiteError
 	if !errors.As(err, &pe) {
 		t.Fatalf("err = %v, want a *PrerequisiteError", err)
@@ -46,11 +49,34 @@ func TestPrerequisitesNamePackages(t *testing.T) {
 			t.Errorf("error lacks %q:\n%v", s, err)
 		}
 	}
-	if err := checkPrerequisites(fullHost, "go1.26.8"); err != nil {
+	if err := checkPrerequisites(fullHost, "go1.26.8", false); err != nil {
 		t.Errorf("a full host: %v", err)
 	}
-	if err := checkPrerequisites(fullHost, "go1.25.3"); err == nil || !strings.Contains(err.Error(), MinGoVersion) {
+	if err := checkPrerequisites(fullHost, "go1.25.3", false); err == nil || !strings.Contains(err.Error(), MinGoVersion) {
 		t.Errorf("an old go: err = %v, want the minimum named", err)
+	}
+}
+
+// TestPortalPrerequisites: the portal's build asks for npm and a new
+// enough Node.js, and only when the portal is built.
+func TestPortalPrerequisites(t *testing.T) {
+	h := fullHost
+	h.nodeVersion = func() string { return "v18.19.0" }
+	if err := checkPrerequisites(h, "go1.26.8", false); err != nil {
+		t.Errorf("no portal, old node: %v", err)
+	}
+	err := checkPrerequisites(h, "go1.26.8", true)
+	if err == nil || !strings.Contains(err.Error(), "Node.js "+MinNodeVersion+" or newer (for Harbor's portal (Angular 21))") {
+		t.Errorf("portal, node 18: err = %v, want the minimum named", err)
+	}
+	var pe *PrerequisiteError
+	if err := checkPrerequisites(bareHost, "go1.26.8", true); !errors.As(err, &pe) || !slices.Contains(pe.Packages, "npm") {
+		t.Errorf("portal, bare host: %v, want npm among the packages", err)
+	}
+	for have, want := range map[string]bool{"v20.19.0": true, "v20.20.2": true, "v22.1.0": true, "v20.18.9": false, "v18.19.0": false, "": false, "v20": false, "v24.0.0-nightly": true} {
+		if got := nodeAtLeast(have, MinNodeVersion); got != want {
+			t.Errorf("nodeAtLeast(%q) = %v, want %v", have, got, want)
+		}
 	}
 }
 
@@ -120,7 +146,7 @@ func TestCompressedAptListsCount(t *testing.T) {
 	h.glob = func(p string) ([]string, error) {
 		return filepath.Glob(filepath.Join(dir, filepath.Base(p)))
 	}
-	if err := checkPrerequisites(h, "go1.26.8"); err != nil {
+	if err := checkPrerequisites(h, "go1.26.8", false); err != nil {
 		t.Errorf("compressed lists refused: %v", err)
 	}
 }

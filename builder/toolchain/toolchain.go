@@ -58,6 +58,11 @@ type Options struct {
 	// Offline sets GOPROXY=off for the builds: every module must already be
 	// in the module cache.
 	Offline bool
+	// HarborPortal also builds Harbor's web portal from its npm sources
+	// (Node.js MinNodeVersion or newer, npm, and the npm registry npm is
+	// configured with, or its cache with Offline) and assembles the
+	// HarborPortalImage.
+	HarborPortal bool
 	// Progress receives the phase lines (`phase kube (1/12): already
 	// done`) and the heartbeats of compiles; Log receives command output
 	// of failed steps. Both default to io.Discard.
@@ -175,10 +180,10 @@ func build(ctx context.Context, opts Options, h host) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPrerequisites(h, b.goVersion); err != nil {
+	if err := checkPrerequisites(h, b.goVersion, opts.HarborPortal); err != nil {
 		return nil, err
 	}
-	comps := components()
+	comps := components(opts.HarborPortal)
 	total := len(comps) + 1 // + images
 	if opts.MirrorDir != "" {
 		total++

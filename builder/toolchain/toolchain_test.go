@@ -31,7 +31,7 @@ func TestVersionsMatchScratchModules(t *testing.T) {
 		"kube-router":            {"github.com/cloudnativelabs/kube-router/v2": KubeRouterVersion},
 		"local-path-provisioner": {"github.com/rancher/local-path-provisioner": LocalPathProvisionerVersion},
 	}
-	for _, c := range components() {
+	for _, c := range components(true) {
 		if c.Module == "" {
 			continue
 		}
@@ -115,7 +115,7 @@ func TestTarGzReproducible(t *testing.T) {
 func fakeComponents(t *testing.T, root string) map[string]string {
 	t.Helper()
 	dirs := map[string]string{}
-	for _, c := range components() {
+	for _, c := range components(true) {
 		dir := filepath.Join(root, c.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
@@ -125,6 +125,8 @@ func fakeComponents(t *testing.T, root string) map[string]string {
 			p := filepath.Join(dir, f)
 			if f == HarborSupportTar {
 				fakeSupportTar(t, p)
+			} else if f == HarborPortalHTML {
+				fakePortalTar(t, p)
 			} else if err := os.WriteFile(p, []byte("#!fake "+c.Name+"/"+f+"\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -148,8 +150,11 @@ func fakeComponents(t *testing.T, root string) map[string]string {
 func fakeSupportTar(t *testing.T, dest string) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "support")
-	for _, spec := range harborImageSpecs() {
+	for _, spec := range harborImageSpecs(true) {
 		for _, x := range spec.Extract {
+			if x.Tar != HarborSupportTar {
+				continue
+			}
 			file := filepath.Join(root, x.Src)
 			if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 				t.Fatal(err)
@@ -164,8 +169,25 @@ func fakeSupportTar(t *testing.T, dest string) {
 	}
 }
 
+// fakePortalTar writes a portal web root tar as the harbor-portal
+// component's Finish does (below html/).
+func fakePortalTar(t *testing.T, dest string) {
+	t.Helper()
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "html"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "html", "index.html"), []byte("<harbor-app></harbor-app>\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeTreeTar(dest, root, time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testBuilder assembles every image, Harbor's optional portal too.
 func testBuilder(cache string) *builder {
-	return &builder{opts: &Options{CacheDir: cache, SourceDateEpoch: time.Unix(0, 0).UTC()}, goVersion: "go-test"}
+	return &builder{opts: &Options{CacheDir: cache, SourceDateEpoch: time.Unix(0, 0).UTC(), HarborPortal: true}, goVersion: "go-test"}
 }
 
 // TestImagesAndMirror assembles the images twice in separate caches (same
