@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -325,21 +323,10 @@ http {
 	}
 }
 
-// cachedHasImage reports whether the cache's image layout holds ref.
+// cachedHasImage reports whether the cache's images entry holds ref.
 func cachedHasImage(cache, ref string) bool {
-	p, err := layout.FromPath(ImagesDir(cache))
-	if err != nil {
-		return false
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return false
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return false
-	}
-	return slices.ContainsFunc(im.Manifests, func(d v1.Descriptor) bool { return d.Annotations[RefNameAnnotation] == ref })
+	images, _ := cachedImages(ImagesDir(cache))
+	return slices.ContainsFunc(images, func(i ImageResult) bool { return i.Ref == ref })
 }
 
 func bcryptHash(t *testing.T, password string) string {

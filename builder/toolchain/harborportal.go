@@ -95,9 +95,10 @@ func harborPortalComponent() *component {
 			src := filepath.Join(out, portal)
 			stage := filepath.Join(out, "stage")
 			html := filepath.Join(stage, "html")
-			for _, from := range []string{"dist", "swagger.json", "app-swagger-ui/dist"} {
-				if err := copyInto(filepath.Join(src, from), html); err != nil {
-					return fmt.Errorf("portal %s: %w", from, err)
+			// In the Dockerfile's order: a later file replaces an earlier one.
+			for _, c := range [][2]string{{"dist", ""}, {"swagger.json", "swagger.json"}, {"app-swagger-ui/dist", ""}} {
+				if err := copyTree(filepath.Join(src, c[0]), filepath.Join(html, c[1])); err != nil {
+					return fmt.Errorf("portal %s: %w", c[0], err)
 				}
 			}
 			if _, err := os.Stat(filepath.Join(html, "index.html")); err != nil {
@@ -109,27 +110,6 @@ func harborPortalComponent() *component {
 			return removeAll(out, tree, "stage")
 		},
 	}
-}
-
-// copyInto copies a file into dir, or a folder's contents into dir.
-func copyInto(src, dir string) error {
-	st, err := os.Stat(src)
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		return copyTree(src, filepath.Join(dir, filepath.Base(src)))
-	}
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if err := copyTree(filepath.Join(src, e.Name()), filepath.Join(dir, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // archiveTime is the modification time of a .tar.gz's first file or

@@ -1,7 +1,12 @@
 package toolchain
 
 import (
+	"archive/tar"
+	"io"
+	"maps"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -17,5 +22,66 @@ func TestHarborArchiveTime(t *testing.T) {
 	got := time.UnixMilli(ms).UTC()
 	if got.Year() < 2025 || got.After(time.Now()) {
 		t.Errorf("archive time %v (%d ms): want the v2.15.2 commit's time", got, ms)
+	}
+}
+
+// TestHarborPortalFinish: the portal's web root is the Dockerfile's three
+// COPY lines below html/ (Angular's dist/, swagger.json, the Swagger UI
+// page), and the build tree is removed; a build without index.html fails.
+func TestHarborPortalFinish(t *testing.T) {
+	c := harborPortalComponent()
+	portal := filepath.Join("harbor-"+HarborVersion, "src", "portal")
+	write := func(out, name, data string) {
+		p := filepath.Join(out, portal, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := t.TempDir()
+	write(out, "dist/index.html", "<harbor-app>")
+	write(out, "dist/assets/app.js", "app")
+	write(out, "swagger.json", `{"swagger":"2.0"}`)
+	write(out, "app-swagger-ui/dist/swagger-ui-index.html", "swagger-ui")
+	if err := c.Finish(out); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(out, HarborPortalHTML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := map[string]string{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(tr)
+		got[h.Name] = string(data)
+	}
+	want := map[string]string{
+		"html/": "", "html/assets/": "", "html/assets/app.js": "app", "html/index.html": "<harbor-app>",
+		"html/swagger.json": `{"swagger":"2.0"}`, "html/swagger-ui-index.html": "swagger-ui",
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("web root tar %v, want %v", got, want)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 1 {
+		t.Errorf("output folder holds %d entries, want only %s", len(ents), HarborPortalHTML)
+	}
+
+	bad := t.TempDir()
+	write(bad, "dist/main.js", "x")
+	write(bad, "swagger.json", "{}")
+	write(bad, "app-swagger-ui/dist/swagger-ui-index.html", "x")
+	if err := c.Finish(bad); err == nil || !strings.Contains(err.Error(), "index.html") {
+		t.Errorf("no index.html: err = %v, want it named", err)
 	}
 }
