@@ -482,8 +482,8 @@ const harborTwoNodes = cp1Alone + w1Entry + "platform:\n  disable: [mariadb, hel
 // pushed the bundle into it and Harbor's API has every image and chart of
 // the bundle with its digest; a user pushes an image into a private
 // project, which a pod pulls with a pull secret (and not without); a new
-// pod on node a pulls an image its node never had from Harbor (its seed
-// serves nothing); with Harbor scaled to zero a new pod on node b still
+// pod on node a pulls an image its node never had from Harbor once a's
+// agent switched its containerd to Harbor (its seed serves nothing); with Harbor scaled to zero a new pod on node b still
 // starts, from b's seed.
 func checkHarbor(t *testing.T, c *cluster.Cluster, a, b string) {
 	t.Helper()
@@ -526,6 +526,10 @@ spec:
 	seedServed := func(node, repo string) bool {
 		return regexp.MustCompile(`msg=pull .*repository=` + regexp.QuoteMeta(repo) + ` `).MatchString(c.VMs[node].Console())
 	}
+	// a's containerd asks Harbor first once Harbor holds the bundle: its
+	// agent was done long before, so its timer asks every 2 minutes.
+	line, at := c.VMs[a].Expect(`harbor: containerd on `+regexp.QuoteMeta(a)+` asks Harbor at \S+ first now`, 10*time.Minute)
+	t.Logf("harbor: %s switched %s after power-on: %s", a, at.Round(time.Second), line)
 	run("from-harbor", a, "registry.k8s.io/etcd:3.6.16-0", "/usr/local/bin/etcd")
 	if seedServed(a, "registry.k8s.io/etcd") {
 		t.Errorf("%s's seed served etcd: the pull did not come from Harbor", a)

@@ -37,7 +37,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o options
 	root.PersistentFlags().StringVar(&o.root, "root", "/", "the machine's root folder (tests)")
 	root.PersistentFlags().MarkHidden("root")
-	root.AddCommand(newRunCmd(s, &o), newStatusCmd(s, &o), newPlanCmd(s, &o), newResetCmd(s, &o), newSeedCmd(s, &o), newRenewCmd(s, &o), newTimeserverCmd(s, &o))
+	root.AddCommand(newRunCmd(s, &o), newStatusCmd(s, &o), newPlanCmd(s, &o), newResetCmd(s, &o), newSeedCmd(s, &o), newRenewCmd(s, &o), newHarborMirrorCmd(s, &o), newTimeserverCmd(s, &o))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -43,33 +43,52 @@ const harborUser = "admin"
 // source registry, so that containerd on every node can pull without
 // credentials. The push skips what Harbor already has, so an interrupted
 // push resumes; the record in the cluster says which bundle was pushed.
-// Nodes without a Harbor release, or whose site disables it, skip it.
+// Then, on every node, containerd asks Harbor first once Harbor holds
+// the bundle (SwitchToHarbor): at once where it does, otherwise by a
+// timer that asks again every two minutes (a worker's agent is done long
+// before the first control plane has installed Harbor). Nodes without a
+// Harbor release, or whose site disables it, skip it.
 func harborPhase() Phase {
 	return Phase{
 		Name: "harbor",
 		Plan: func(e *Env) []string {
 			r, ok := harborRelease(e)
-			switch {
-			case !ok:
+			if !ok {
 				return []string{"nothing: the platform has no Harbor release (or this site disables it)"}
-			case !e.IsFirstControlPlane():
-				return []string{"nothing: the first control plane pushes the bundle into Harbor"}
 			}
-			n := len(pushable(e.Lock))
-			return []string{fmt.Sprintf("push the bundle's %d images and charts into Harbor (release %s) at %s as %s, a public project per source registry; skip what Harbor has",
-				n, r.Name, r.URL, harborUser)}
+			var out []string
+			if e.IsFirstControlPlane() {
+				n := len(pushable(e.Lock))
+				out = append(out, fmt.Sprintf("push the bundle's %d images and charts into Harbor (release %s) at %s as %s, a public project per source registry; skip what Harbor has",
+					n, r.Name, r.URL, harborUser))
+			}
+			return append(out, fmt.Sprintf("once Harbor holds the bundle's %d images (asked without credentials, by digest), containerd asks Harbor first, then the node's seed: rewrite %s/*/hosts.toml and write %s; until then %s asks every 2 minutes",
+				len(imagesOf(e.Lock)), containerdHosts, harborMirrorMarker, HarborMirrorTimerName))
 		},
 		Check: func(ctx context.Context, e *Env) (bool, error) {
-			if _, ok := harborRelease(e); !ok || !e.IsFirstControlPlane() {
+			if _, ok := harborRelease(e); !ok {
 				return true, nil
+			}
+			mirrored := harborMirrored(e) != "" || harborMirrorTimerOn(ctx, e)
+			if !e.IsFirstControlPlane() {
+				return mirrored, nil
 			}
 			rec, err := harborRecord(ctx, e)
 			if err != nil {
 				return false, nil // the API may not answer yet: Run finds out
 			}
-			return rec["state"] == HarborPushed && rec["bundle"] == bundleDigest(e), nil
+			return rec["state"] == HarborPushed && rec["bundle"] == bundleDigest(e) && mirrored, nil
 		},
-		Run:   pushIntoHarbor,
+		Run: func(ctx context.Context, e *Env) error {
+			if e.IsFirstControlPlane() {
+				if rec, err := harborRecord(ctx, e); err != nil || rec["state"] != HarborPushed || rec["bundle"] != bundleDigest(e) {
+					if err := pushIntoHarbor(ctx, e); err != nil {
+						return err
+					}
+				}
+			}
+			return switchOrWait(ctx, e)
+		},
 		Retry: retry.Policy{Attempts: 5, Base: 15 * time.Second, Max: 2 * time.Minute},
 	}
 }

@@ -2,6 +2,7 @@ package phases_test
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,7 +50,7 @@ func TestHarborPhasePushesTheBundle(t *testing.T) {
 		Harbor: true, URL: h.URL,
 		Values: map[string]any{"harborAdminPassword": "${secret:harbor-admin-password}"},
 	})
-	e, _, out := platformEnv(t, k, p)
+	e, kc, out := platformEnv(t, k, p)
 	write(t, e.Host.Root, filepath.Join(e.SecretsDir, phases.PlatformSecrets, "harbor-admin-password"), []byte(h.Password+"\n"), 0o600)
 	img := addImage(t, e.Bundle, "docker.io/library/busybox:1.36")
 	addImage(t, e.Bundle, "registry.k8s.io/pause:3.10.1") // the runtime phase needs its tag
@@ -63,8 +64,48 @@ func TestHarborPhasePushesTheBundle(t *testing.T) {
 	if !strings.Contains(plan, "push the bundle's 3 images and charts into Harbor (release harbor) at "+h.URL) {
 		t.Errorf("plan: %s", plan)
 	}
+
+	// A worker whose agent runs before Harbor holds the bundle keeps
+	// pulling from its seed and leaves the switch to the timer.
+	cp1 := e.Node
+	e.Node = &e.Cluster.Nodes[2]
+	if plan := strings.Join(harborPhase(t).Plan(e), "\n"); strings.Contains(plan, "push") || !strings.Contains(plan, "once Harbor holds the bundle's 2 images") {
+		t.Errorf("worker's plan: %s", plan)
+	}
+	if err := runPhase(e, harborPhase(t)); err != nil {
+		t.Fatalf("worker: %v\n%s", err, out)
+	}
+	kc.mu.Lock()
+	timerOn := kc.enabled[phases.HarborMirrorTimerName]
+	kc.mu.Unlock()
+	// (Harbor has not even the project yet, and says so.)
+	if !timerOn || !strings.Contains(out.String(), "containerd on w1 keeps pulling from the node's seed for now: Harbor at "+h.URL+": docker.io/library/busybox:1.36 at docker.io/library/busybox: project \"docker.io\" does not exist") {
+		t.Errorf("worker before the push: timer enabled %v\n%s", timerOn, out)
+	}
+	hostsTOML := filepath.Join(e.Host.Root, "/etc/containerd/certs.d/docker.io/hosts.toml")
+	if b, err := os.ReadFile(hostsTOML); err == nil && strings.Contains(string(b), h.URL) {
+		t.Errorf("worker asks Harbor before it holds the bundle:\n%s", b)
+	}
+	if res, err := phases.SwitchToHarbor(context.Background(), e); err != nil || res.Switched || !strings.Contains(res.Reason, "does not exist") {
+		t.Errorf("switch before the push: %+v, %v", res, err)
+	}
+	e.Node = cp1
+
+	out.Reset()
 	if err := runPhase(e, harborPhase(t)); err != nil {
 		t.Fatalf("%v\n%s", err, out)
+	}
+	// The first control plane switched after its push, which stopped the
+	// timer (this test's machine is the worker's too).
+	b, err := os.ReadFile(hostsTOML)
+	if err != nil || !strings.Contains(string(b), h.URL+"/v2/docker.io") || strings.Index(string(b), h.URL) > strings.Index(string(b), "127.0.0.1:") {
+		t.Errorf("after the push, hosts.toml (%v):\n%s", err, b)
+	}
+	kc.mu.Lock()
+	timerOn = kc.enabled[phases.HarborMirrorTimerName]
+	kc.mu.Unlock()
+	if timerOn || !strings.Contains(out.String(), "containerd on cp1 asks Harbor at "+h.URL+" first now, then the node's seed (Harbor holds all 2 images of the bundle)") {
+		t.Errorf("after the push: timer enabled %v\n%s", timerOn, out)
 	}
 	var api *harbor.Client
 	if strings.Contains(out.String(), h.Password) {

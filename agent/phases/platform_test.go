@@ -43,9 +43,34 @@ type realKubectl struct {
 	kubeconfigs map[string]string
 	mu          sync.Mutex
 	lines       []string
+	// enabled are the units systemctl enabled (the harbor phase's timer):
+	// systemctl answers daemon-reload, enable, disable and is-enabled as
+	// systemd does for them; other commands are not on this machine.
+	enabled map[string]bool
 }
 
 func (r *realKubectl) Run(ctx context.Context, c exec.Cmd) ([]byte, error) {
+	if c.Name == "systemctl" && len(c.Args) > 0 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.lines = append(r.lines, lineOf(c))
+		unit := c.Args[len(c.Args)-1]
+		switch c.Args[0] {
+		case "daemon-reload":
+			return nil, nil
+		case "enable", "disable":
+			if r.enabled == nil {
+				r.enabled = map[string]bool{}
+			}
+			r.enabled[unit] = c.Args[0] == "enable"
+			return nil, nil
+		case "is-enabled":
+			if r.enabled[unit] {
+				return nil, nil
+			}
+			return nil, &exec.RunError{Cmd: c, ExitCode: 1, Err: errors.New("disabled")}
+		}
+	}
 	if c.Name != "kubectl" {
 		return nil, &exec.RunError{Cmd: c, ExitCode: 127, Err: errors.New("not on this machine")}
 	}

@@ -45,8 +45,10 @@ func runtime() Phase {
 				return []string{"cannot plan: " + err.Error()}
 			}
 			pulls := "image pulls go to the node's seed at " + seedURL(e)
-			if h := harborRegistry(e); h != "" {
+			if h := harborMirrored(e); h != "" {
 				pulls = "image pulls go to the cluster's Harbor at " + h + " first (a project per upstream registry), then to the node's seed at " + seedURL(e)
+			} else if h := harborRegistry(e); h != "" {
+				pulls += "; to the cluster's Harbor at " + h + " first once Harbor holds the bundle (the harbor phase)"
 			}
 			return append(filePlan(fs), pulls,
 				"unpack "+cniTarballs+" into "+cniBinDir,
@@ -110,6 +112,26 @@ func runtimeFiles(e *Env) ([]file, error) {
 	if err != nil {
 		return nil, err
 	}
+	fs := []file{
+		{containerdConfig, 0o644, containerdTOML("registry.k8s.io/pause:" + pause)},
+		{containerdUnit, 0o644, []byte(containerdService)},
+		{crictlConfig, 0o644, []byte("runtime-endpoint: " + criSocket + "\nimage-endpoint: " + criSocket + "\ntimeout: 30\n")},
+	}
+	// The cluster's Harbor first once the node switched to it (see
+	// harborMirrored): containerd moves on to the seed while Harbor is
+	// unreachable or lacks an image.
+	hs, err := hostsFiles(e, harborMirrored(e))
+	if err != nil {
+		return nil, err
+	}
+	return append(fs, hs...), nil
+}
+
+// hostsFiles are containerd's hosts.toml files: for every upstream
+// registry the bundle names, the Harbor at harborURL first when it is
+// set, then the node's seed; and, when the site has a Harbor, its own
+// host for the images of its projects.
+func hostsFiles(e *Env, harborURL string) ([]file, error) {
 	entries, err := e.Bundle.Entries()
 	if err != nil {
 		return nil, err
@@ -118,20 +140,14 @@ func runtimeFiles(e *Env) ([]file, error) {
 	if err := containerd.ValidateMirror(mirror); err != nil {
 		return nil, err
 	}
-	// The cluster's Harbor first, when the platform has one: containerd
-	// moves on to the seed while Harbor is unreachable or lacks an image.
-	harborURL := harborRegistry(e)
-	fs := []file{
-		{containerdConfig, 0o644, containerdTOML("registry.k8s.io/pause:" + pause)},
-		{containerdUnit, 0o644, []byte(containerdService)},
-		{crictlConfig, 0o644, []byte("runtime-endpoint: " + criSocket + "\nimage-endpoint: " + criSocket + "\ntimeout: 30\n")},
-	}
+	var fs []file
 	for _, u := range containerd.Upstreams(entries) {
 		fs = append(fs, file{path.Join(containerdHosts, u, "hosts.toml"), 0o644, containerd.HostsTOML(u, containerd.Mirrors(u, harborURL, mirror)...)})
 	}
-	if harborURL != "" {
-		// The images users push into Harbor's own projects.
-		host, data, err := containerd.HarborHost(harborURL)
+	if own := harborRegistry(e); own != "" {
+		// The images users push into Harbor's own projects, asked of
+		// Harbor alone (plain HTTP when its URL says so) from the start.
+		host, data, err := containerd.HarborHost(own)
 		if err != nil {
 			return nil, err
 		}

@@ -40,7 +40,7 @@ func (a *artifacts) push(ctx context.Context, j job) error {
 	// The tag last, and only when it does not already point at the digest.
 	var cur string
 	if err := a.do(ctx, func(ctx context.Context) (err error) {
-		cur, err = a.c.headManifest(ctx, j.target.Repo, j.target.Tag)
+		cur, err = a.c.headManifest(ctx, j.target.Repo, j.target.Tag, pushScope(j.target.Repo))
 		return err
 	}); err != nil {
 		return fmt.Errorf("checking tag %s: %w", j.target.Tag, err)
@@ -104,7 +104,7 @@ func (a *artifacts) manifestOnce(ctx context.Context, repo string, d v1.Descript
 	// is there too.
 	var cur string
 	if err := a.do(ctx, func(ctx context.Context) (err error) {
-		cur, err = a.c.headManifest(ctx, repo, d.Digest.String())
+		cur, err = a.c.headManifest(ctx, repo, d.Digest.String(), pushScope(repo))
 		return err
 	}); err != nil {
 		return fmt.Errorf("checking manifest %s: %w", d.Digest, err)

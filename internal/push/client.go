@@ -33,6 +33,10 @@ type client struct {
 	password string
 	timeout  time.Duration // per request, plus body time at minRate
 	minRate  int64         // bytes/s assumed when sizing a body's deadline
+	// anonymous: without credentials, a bearer challenge is not checked
+	// at the ping; each repository's pull token is asked for when needed
+	// (a registry gives anonymous users those of public repositories).
+	anonymous bool
 
 	requests atomic.Int64
 
@@ -180,6 +184,9 @@ func (c *client) ping(ctx context.Context) (answered bool, err error) {
 	case http.StatusUnauthorized:
 		c.setChallenge(resp.Header.Get("WWW-Authenticate"))
 		if c.scheme == "bearer" {
+			if c.anonymous && c.user == "" && c.password == "" {
+				return true, nil
+			}
 			_, err := c.token(ctx, nil) // check the credentials now
 			return true, err
 		}
@@ -576,10 +583,11 @@ var manifestAccept = strings.Join([]string{
 }, ", ")
 
 // headManifest returns the digest repo's ref (tag or digest) points to,
-// or "" when it does not exist.
-func (c *client) headManifest(ctx context.Context, repo, ref string) (string, error) {
+// or "" when it does not exist, asked with a token for scope (a push's,
+// or a pull's for those who only read).
+func (c *client) headManifest(ctx context.Context, repo, ref, scope string) (string, error) {
 	hdr := http.Header{"Accept": {manifestAccept}}
-	resp, err := c.do(ctx, http.MethodHead, "/v2/"+repo+"/manifests/"+ref, hdr, nil, 0, pushScope(repo))
+	resp, err := c.do(ctx, http.MethodHead, "/v2/"+repo+"/manifests/"+ref, hdr, nil, 0, scope)
 	if err != nil {
 		return "", err
 	}

@@ -247,12 +247,7 @@ func Push(ctx context.Context, store *bundle.Store, opts Options) (sum Summary, 
 	if err != nil {
 		return sum, err
 	}
-	rt := o.Transport
-	if rt == nil {
-		rt = newTransport(o.Insecure)
-	}
-	c = &client{hc: &http.Client{Transport: rt}, user: o.Username, password: o.Password, timeout: o.RequestTimeout, minRate: o.MinRate}
-
+	c = newClient(o)
 	if err := retry.Do(ctx, o.Retry, func(ctx context.Context) error { return c.connect(ctx, o.Registry, o.Insecure) }); err != nil {
 		return sum, err
 	}
@@ -265,6 +260,52 @@ func Push(ctx context.Context, store *bundle.Store, opts Options) (sum Summary, 
 	}
 	sum.Results, err = pushAll(ctx, c, store, o, st, jobs)
 	return sum, err
+}
+
+// newClient is the registry client of o (defaults filled).
+func newClient(o Options) *client {
+	rt := o.Transport
+	if rt == nil {
+		rt = newTransport(o.Insecure)
+	}
+	return &client{hc: &http.Client{Transport: rt}, user: o.Username, password: o.Password, timeout: o.RequestTimeout, minRate: o.MinRate}
+}
+
+// Missing asks the registry for the manifest of every artifact a push of
+// the bundle with opts would send, by its digest at its target, and
+// returns the references of those it lacks, in the bundle's order. It
+// only reads (a pull's scope): without credentials it asks as containerd
+// does through a mirror, so an artifact in a project anonymous users
+// cannot pull is an error, not missing. It stops at the first error.
+func Missing(ctx context.Context, store *bundle.Store, opts Options) ([]string, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("push options: %w", err)
+	}
+	o := opts.withDefaults()
+	jobs, err := plan(store, o, &Summary{})
+	if err != nil {
+		return nil, err
+	}
+	c := newClient(o)
+	c.anonymous = true
+	if err := retry.Do(ctx, o.Retry, func(ctx context.Context) error { return c.connect(ctx, o.Registry, o.Insecure) }); err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, j := range jobs {
+		var d string
+		err := retry.Do(ctx, o.Retry, func(ctx context.Context) (err error) {
+			d, err = c.headManifest(ctx, j.target.Repo, j.entry.Descriptor.Digest.String(), pullScope(j.target.Repo))
+			return err
+		})
+		if err != nil {
+			return missing, fmt.Errorf("%s at %s: %w", j.entry.Ref, j.target.Repo, err)
+		}
+		if d == "" {
+			missing = append(missing, j.entry.Ref)
+		}
+	}
+	return missing, nil
 }
 
 // plan lists the entries to push and their targets.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -95,6 +96,49 @@ func TestRepushSendsNoBlob(t *testing.T) {
 		t.Errorf("re-push made %d requests for %d artifacts", sum.Requests, len(tb.entries))
 	}
 	t.Logf("re-push: %d requests in %s", sum.Requests, sum.Duration)
+}
+
+// Missing names what a registry lacks of the bundle, by digest, before a
+// push (everything), after an interrupted one (the rest) and after a
+// whole one (nothing), with only HEAD requests.
+func TestMissing(t *testing.T) {
+	tb := makeBundle(t, 8<<10)
+	reg := registrytest.New(t)
+	ctx := context.Background()
+	missing, err := push.Missing(ctx, tb.store, opts(reg.Host, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) != len(tb.entries) {
+		t.Errorf("before a push: missing %v, want all %d artifacts", missing, len(tb.entries))
+	}
+	o := opts(reg.Host, nil)
+	o.Kinds = []bundle.Kind{bundle.KindChart}
+	if _, err := push.Push(ctx, tb.store, o); err != nil {
+		t.Fatal(err)
+	}
+	o.Kinds = nil
+	missing, err = push.Missing(ctx, tb.store, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) != len(tb.entries)-1 || slices.Contains(missing, "docker.io/bitnamicharts/mariadb:18.2.0+1") {
+		t.Errorf("after pushing the chart: missing %v", missing)
+	}
+	if _, err := push.Push(ctx, tb.store, opts(reg.Host, nil)); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder(nil)
+	missing, err = push.Missing(ctx, tb.store, opts(reg.Host, rec))
+	if err != nil || len(missing) != 0 {
+		t.Errorf("after the push: missing %v, %v", missing, err)
+	}
+	if n := rec.count("HEAD manifest"); n != len(tb.entries) {
+		t.Errorf("%d HEAD requests for %d artifacts", n, len(tb.entries))
+	}
+	if len(rec.uploads()) != 0 || rec.count("PUT manifest") != 0 {
+		t.Error("Missing wrote to the registry")
+	}
 }
 
 func TestInterruptedPushResumes(t *testing.T) {
