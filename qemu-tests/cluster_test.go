@@ -85,8 +85,11 @@ func demoMedia(t *testing.T) *clusterMedia {
 	if _, err := os.Stat(kubectl); err != nil {
 		t.Fatalf("the toolchain mirror is not built (%v): make toolchain", err)
 	}
+	// The OS image carries the agent: built with this tree's (cached, a
+	// few seconds when only the agent changed) wherever that is possible,
+	// and out/os only otherwise, since out/os may hold an older agent.
 	osDir, _ := filepath.Abs("../out/os")
-	if _, err := os.Stat(filepath.Join(osDir, "index.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(osDir, "index.json")); err != nil || os.Geteuid() == 0 || os.Getenv("KPAAS_OS_DIR") != "" {
 		osDir = osImage(t)
 	}
 	dir, err := os.MkdirTemp("", "kpaas-qemu-cluster-")
