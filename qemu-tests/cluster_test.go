@@ -486,8 +486,8 @@ const harborTwoNodes = cp1Alone + w1Entry + "platform:\n  disable: [mariadb, hel
 // the bundle with its digest; a user pushes an image into a private
 // project, which a pod pulls with a pull secret (and not without); a new
 // pod on node a pulls an image its node never had from Harbor once a's
-// agent switched its containerd to Harbor (its seed serves nothing); with Harbor scaled to zero a new pod on node b still
-// starts, from b's seed.
+// agent switched its containerd to Harbor (its seed serves nothing); with
+// Harbor scaled to zero a new pod on node b still starts, from b's seed.
 func checkHarbor(t *testing.T, c *cluster.Cluster, a, b string) {
 	t.Helper()
 	rec := c.WaitKubectl("the bundle pushed into Harbor", 30*time.Minute, func(out string) bool { return strings.HasPrefix(out, "pushed ") },

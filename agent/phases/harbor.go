@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -58,12 +59,12 @@ func harborPhase() Phase {
 			}
 			var out []string
 			if e.IsFirstControlPlane() {
-				n := len(pushable(e.Lock))
+				n := countOf(e.Lock, bundle.KindImage, bundle.KindChart)
 				out = append(out, fmt.Sprintf("push the bundle's %d images and charts into Harbor (release %s) at %s as %s, a public project per source registry; skip what Harbor has",
 					n, r.Name, r.URL, harborUser))
 			}
 			return append(out, fmt.Sprintf("once Harbor holds the bundle's %d images (asked without credentials, by digest), containerd asks Harbor first, then the node's seed: rewrite %s/*/hosts.toml and write %s; until then %s asks every 2 minutes",
-				len(imagesOf(e.Lock)), containerdHosts, harborMirrorMarker, HarborMirrorTimerName))
+				countOf(e.Lock, bundle.KindImage), containerdHosts, harborMirrorMarker, HarborMirrorTimerName))
 		},
 		Check: func(ctx context.Context, e *Env) (bool, error) {
 			if _, ok := harborRelease(e); !ok {
@@ -136,15 +137,16 @@ func harborEndpoint(e *Env) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// pushable are the lock's artifacts a push sends (images and charts).
-func pushable(l *bundle.Lock) []bundle.LockArtifact {
-	var out []bundle.LockArtifact
+// countOf is the number of the lock's artifacts of the kinds (a push
+// sends images and charts; containerd pulls images).
+func countOf(l *bundle.Lock, kinds ...bundle.Kind) int {
+	n := 0
 	for _, a := range l.Artifacts {
-		if a.Kind == bundle.KindImage || a.Kind == bundle.KindChart {
-			out = append(out, a)
+		if slices.Contains(kinds, a.Kind) {
+			n++
 		}
 	}
-	return out
+	return n
 }
 
 // bundleDigest identifies the bundle: the sha256 of its lock.
@@ -177,7 +179,7 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 	}
 	start := e.now()
 	health := harborHealth(ctx, registry, password)
-	total := len(pushable(e.Lock))
+	total := countOf(e.Lock, bundle.KindImage, bundle.KindChart)
 	e.Progress.Printf("harbor: Harbor at %s says %s; pushing the bundle's %d images and charts into it (release %s)", registry, health, total, r.Name)
 	// While it pushes, the record says how many artifacts have ended
 	// (every harborProgressEvery, when that changed).

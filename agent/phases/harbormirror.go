@@ -38,15 +38,16 @@ const (
 // while it asks only its seed (or the site has no Harbor, or the marker
 // names another Harbor than the cluster's).
 func harborMirrored(e *Env) string {
-	h := harborRegistry(e)
-	if h == "" {
-		return ""
+	if h := harborRegistry(e); h != "" && switchedTo(e) == h {
+		return h
 	}
-	b, err := e.Host.ReadFile(harborMirrorMarker)
-	if err != nil || strings.TrimSpace(string(b)) != h {
-		return ""
-	}
-	return h
+	return ""
+}
+
+// switchedTo is the Harbor URL the marker records ("" without a marker).
+func switchedTo(e *Env) string {
+	b, _ := e.Host.ReadFile(harborMirrorMarker)
+	return strings.TrimSpace(string(b))
 }
 
 // HarborMirrorResult says where a node's pulls go after SwitchToHarbor.
@@ -76,7 +77,7 @@ func SwitchToHarbor(ctx context.Context, e *Env) (HarborMirrorResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if harborMirrored(e) == h && e.filesInPlace(hs) {
+	if switchedTo(e) == h && e.filesInPlace(hs) {
 		res.Switched = true
 		return res, nil
 	}
@@ -86,7 +87,7 @@ func SwitchToHarbor(ctx context.Context, e *Env) (HarborMirrorResult, error) {
 		RequestTimeout: 30 * time.Second,
 		Retry:          e.scale(retry.Policy{Attempts: 3, Base: 2 * time.Second}),
 	}
-	res.Images = len(imagesOf(e.Lock))
+	res.Images = countOf(e.Lock, bundle.KindImage)
 	missing, err := push.Missing(ctx, e.Bundle, o)
 	switch {
 	case err != nil:
@@ -110,17 +111,6 @@ func SwitchToHarbor(ctx context.Context, e *Env) (HarborMirrorResult, error) {
 		}
 	}
 	return res, nil
-}
-
-// imagesOf are the lock's images.
-func imagesOf(l *bundle.Lock) []bundle.LockArtifact {
-	var out []bundle.LockArtifact
-	for _, a := range l.Artifacts {
-		if a.Kind == bundle.KindImage {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // firstOf joins up to n of refs, saying how many more there are.

@@ -1,8 +1,6 @@
 package toolchain
 
 import (
-	"archive/tar"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -27,7 +25,8 @@ func TestHarborArchiveTime(t *testing.T) {
 
 // TestHarborPortalFinish: the portal's web root is the Dockerfile's three
 // COPY lines below html/ (Angular's dist/, swagger.json, the Swagger UI
-// page), and the build tree is removed; a build without index.html fails.
+// page), which the portal image's spec puts at nginx's web root, and the
+// build tree is removed; a build without index.html fails.
 func TestHarborPortalFinish(t *testing.T) {
 	c := harborPortalComponent()
 	portal := filepath.Join("harbor-"+HarborVersion, "src", "portal")
@@ -48,30 +47,28 @@ func TestHarborPortalFinish(t *testing.T) {
 	if err := c.Finish(out); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(out, HarborPortalHTML))
+	// What the portal image gets, through its own spec's extraction.
+	var x imageExtract
+	for _, spec := range harborImageSpecs(true) {
+		if spec.Ref == HarborPortalImage {
+			x = spec.Extract[0]
+		}
+	}
+	entries, err := extractEntries(filepath.Join(out, x.Tar), x)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	got := map[string]string{}
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := io.ReadAll(tr)
-		got[h.Name] = string(data)
+	for _, e := range entries {
+		got[e.Name] = string(e.Data)
 	}
+	const root = "/usr/share/nginx/html"
 	want := map[string]string{
-		"html/": "", "html/assets/": "", "html/assets/app.js": "app", "html/index.html": "<harbor-app>",
-		"html/swagger.json": `{"swagger":"2.0"}`, "html/swagger-ui-index.html": "swagger-ui",
+		root: "", root + "/assets": "", root + "/assets/app.js": "app", root + "/index.html": "<harbor-app>",
+		root + "/swagger.json": `{"swagger":"2.0"}`, root + "/swagger-ui-index.html": "swagger-ui",
 	}
 	if !maps.Equal(got, want) {
-		t.Errorf("web root tar %v, want %v", got, want)
+		t.Errorf("the portal image's web root %v, want %v", got, want)
 	}
 	if ents, _ := os.ReadDir(out); len(ents) != 1 {
 		t.Errorf("output folder holds %d entries, want only %s", len(ents), HarborPortalHTML)
