@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -259,7 +260,7 @@ func kubeadmFiles(e *Env) ([]file, error) {
 	}
 	if e.IsControlPlane() {
 		for _, c := range controlPlanePatches {
-			fs = append(fs, file{path.Join(kubeadmPatches, c+"+strategic.yaml"), 0o644, livenessPatch(c)})
+			fs = append(fs, file{path.Join(kubeadmPatches, c+"+strategic.yaml"), 0o644, probePatch(c)})
 		}
 		for _, s := range controlPlanePKI {
 			b, err := e.Host.ReadFile(path.Join(e.SecretsDir, s))
@@ -462,7 +463,7 @@ clusterCIDR: {{.PodCIDR}}
 `))
 
 // controlPlanePatches are the control plane's static pods kubeadm patches
-// (kubeadm --patches, livenessPatch): the API server's and etcd's liveness
+// (kubeadm --patches, probePatch): the API server's and etcd's liveness
 // probes give up after 30 failed checks, 5 minutes, instead of 8, and the
 // API server's leaves out its etcd check (/livez?exclude=etcd). On a busy
 // or slow machine (a small VM, software emulation) etcd answers slowly for
@@ -476,22 +477,48 @@ clusterCIDR: {{.PodCIDR}}
 // too: their /healthz fails while their leader lease cannot be renewed,
 // which a slow etcd causes, and a restarted one first waits for the API
 // server's /healthz (see apiServer above) and for the lease again.
+//
+// The readiness probes of the API server, etcd and the scheduler run every
+// 10 s instead of every second (readinessPatched). Each is a request the
+// kubelet makes afresh (the API server's and the scheduler's a TLS
+// handshake), and the API server's /readyz and etcd's /readyz each read
+// from etcd: work the machine does every second for nothing. An emulated
+// 2-vCPU control plane used 1.73 vCPUs with nothing but Harbor's apply to
+// do (its kubelet 0.44, the API server 0.42, the controller manager 0.27,
+// etcd 0.21, the scheduler 0.14, all of which the probes keep busy in
+// part). Nothing waits on these pods' Ready condition but people
+// (kubeadm waits on the components' own endpoints), which now follows a
+// change within 10 to 30 s.
 var controlPlanePatches = []string{"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler"}
 
-// livenessPatch is the kubeadm patch of a static pod's liveness probe
-// (kubeadm names the pod's one container like the pod; a strategic merge
-// keeps the probe's host, port and scheme).
-func livenessPatch(container string) []byte {
-	probe := "{failureThreshold: 30}"
+// readinessPatched are the static pods kubeadm gives a readiness probe
+// (the controller manager has none: a patch would add one without a
+// handler, which the kubelet refuses).
+var readinessPatched = []string{"kube-apiserver", "etcd", "kube-scheduler"}
+
+// probePatch is the kubeadm patch of a static pod's probes (kubeadm names
+// the pod's one container like the pod; a strategic merge keeps each
+// probe's host, port and scheme).
+func probePatch(container string) []byte {
+	liveness := "{failureThreshold: 30}"
 	if container == "kube-apiserver" {
-		probe = `{failureThreshold: 30, httpGet: {path: "/livez?exclude=etcd"}}`
+		liveness = `{failureThreshold: 30, httpGet: {path: "/livez?exclude=etcd"}}`
 	}
-	return fmt.Appendf(nil, `# Written by kpaas-agent: the liveness probe gives up after 5 minutes.
+	readiness := slices.Contains(readinessPatched, container)
+	what := "the liveness probe gives up after 5 minutes"
+	if readiness {
+		what += ", readiness is probed every 10 s"
+	}
+	b := fmt.Appendf(nil, `# Written by kpaas-agent: %s.
 spec:
   containers:
     - name: %s
       livenessProbe: %s
-`, container, probe)
+`, what, container, liveness)
+	if readiness {
+		b = append(b, "      readinessProbe: {periodSeconds: 10}\n"...)
+	}
+	return b
 }
 
 const kubeletService = `# Written by kpaas-agent.

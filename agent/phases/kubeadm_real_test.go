@@ -21,8 +21,10 @@ import (
 // startup probes): the API server's leaves out etcd's check and keeps
 // kubeadm's address, port and scheme; etcd runs with the raft timing of
 // the cluster configuration, the API server gives etcd's health checks
-// 60 s (/healthz) and 10 s (/readyz), and the controller manager and the
-// scheduler hold their leader lease 137 s.
+// 60 s (/healthz) and 10 s (/readyz), the controller manager and the
+// scheduler hold their leader lease 137 s, and the readiness probes kubeadm
+// gives the API server, etcd and the scheduler run every 10 s (the
+// controller manager still has none).
 func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 	kubeadm := filepath.Join(testenv.ToolchainBin(), "kubeadm")
 	if _, err := os.Stat(kubeadm); err != nil {
@@ -49,12 +51,13 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 	for _, want := range []struct {
 		container string
 		liveness  request  // the liveness probe's request after the patch
+		readiness *request // kubeadm's readiness probe's request, kept
 		flags     []string // on the command line
 	}{
-		{"kube-apiserver", request{"10.0.0.11", "/livez?exclude=etcd", "HTTPS"}, []string{"--etcd-healthcheck-timeout=60s", "--etcd-readycheck-timeout=10s"}},
-		{"etcd", request{"127.0.0.1", "/livez", "HTTP"}, []string{"--heartbeat-interval=250", "--election-timeout=5000"}},
-		{"kube-controller-manager", request{"127.0.0.1", "/healthz", "HTTPS"}, []string{"--leader-elect-lease-duration=137s", "--leader-elect-renew-deadline=107s", "--leader-elect-retry-period=26s"}},
-		{"kube-scheduler", request{"127.0.0.1", "/livez", "HTTPS"}, []string{"--leader-elect-lease-duration=137s", "--leader-elect-renew-deadline=107s", "--leader-elect-retry-period=26s"}},
+		{"kube-apiserver", request{"10.0.0.11", "/livez?exclude=etcd", "HTTPS"}, &request{"10.0.0.11", "/readyz", "HTTPS"}, []string{"--etcd-healthcheck-timeout=60s", "--etcd-readycheck-timeout=10s"}},
+		{"etcd", request{"127.0.0.1", "/livez", "HTTP"}, &request{"127.0.0.1", "/readyz", "HTTP"}, []string{"--heartbeat-interval=250", "--election-timeout=5000"}},
+		{"kube-controller-manager", request{"127.0.0.1", "/healthz", "HTTPS"}, nil, []string{"--leader-elect-lease-duration=137s", "--leader-elect-renew-deadline=107s", "--leader-elect-retry-period=26s"}},
+		{"kube-scheduler", request{"127.0.0.1", "/livez", "HTTPS"}, &request{"127.0.0.1", "/readyz", "HTTPS"}, []string{"--leader-elect-lease-duration=137s", "--leader-elect-renew-deadline=107s", "--leader-elect-retry-period=26s"}},
 	} {
 		c := want.container
 		b, err := os.ReadFile(filepath.Join(m.root, "etc/kubernetes/manifests", c+".yaml"))
@@ -68,9 +71,9 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 		var pod struct {
 			Spec struct {
 				Containers []struct {
-					Name                        string
-					Command                     []string
-					LivenessProbe, StartupProbe *probe
+					Name                                        string
+					Command                                     []string
+					LivenessProbe, StartupProbe, ReadinessProbe *probe
 				}
 			}
 		}
@@ -83,6 +86,12 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 		}
 		if ct.LivenessProbe != nil && ct.LivenessProbe.HTTPGet != want.liveness {
 			t.Errorf("%s: liveness probe's request %+v, want %+v", c, ct.LivenessProbe.HTTPGet, want.liveness)
+		}
+		switch r := ct.ReadinessProbe; {
+		case want.readiness == nil && r != nil:
+			t.Errorf("%s: readiness probe %+v: want none", c, r)
+		case want.readiness != nil && (r == nil || r.PeriodSeconds != 10 || r.FailureThreshold != 3 || r.HTTPGet != *want.readiness):
+			t.Errorf("%s: readiness probe %+v: want kubeadm's %+v (3 failures) every 10 s", c, r, *want.readiness)
 		}
 		for _, f := range want.flags {
 			if !slices.Contains(ct.Command, f) {
