@@ -58,7 +58,9 @@ func harborPortalComponent() *component {
 		Recipe: func(r *resolver) ([]command, error) {
 			// The Dockerfile stamps the build with the time of the build
 			// (scripts/generate-build-timestamp.js); the commit's time keeps
-			// it reproducible. git archive gives every entry that time.
+			// the clock out of the result (the minifier still is not
+			// deterministic: docs/harbor.md). git archive gives every entry
+			// that time.
 			stamp, err := archiveTime(filepath.Join(r.b.opts.SourceDir, harborSource))
 			if err != nil {
 				return nil, err
