@@ -53,12 +53,35 @@ const clusterTimeout = 40 * time.Minute
 const platformTimeout = 30 * time.Minute
 
 // harborWait is how much longer the first control plane's way to ready
-// is where the platform includes Harbor: two applies of Harbor's release
-// (its timeout in bundles/demo.yaml is 30 minutes; on 2 host cores its
-// gate passed only at the platform phase's second try in every run that
-// got that far, 37 to 39 minutes after the first apply) and the push of
-// the bundle into it.
-const harborWait = 2*30*time.Minute + harborPushWait
+// is where the platform includes Harbor: two applies of the demo bundle's
+// Harbor release, each bounded by the release's own timeout (on 2 host
+// cores its gate passed only at the platform phase's second try in every
+// run that got that far, 37 to 39 minutes after the first apply), and the
+// push of the bundle into it.
+func harborWait(t *testing.T) time.Duration {
+	t.Helper()
+	store, err := bundle.Open(demoMedia(t).bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := store.ReadLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lock.Platform != nil {
+		for _, r := range lock.Platform.Releases {
+			if r.Harbor {
+				d, err := time.ParseDuration(r.Timeout)
+				if err != nil {
+					t.Fatalf("the demo bundle's release %s: timeout %q: %v", r.Name, r.Timeout, err)
+				}
+				return 2*d + harborPushWait
+			}
+		}
+	}
+	t.Fatal("the demo bundle has no Harbor release")
+	return 0
+}
 
 // harborPushWait bounds the push of the demo bundle into Harbor on an
 // emulated worker.
@@ -410,7 +433,7 @@ spec:
 // (checkHarbor).
 func TestClusterThreeNodes(t *testing.T) {
 	e2e(t)
-	c := threeNodes(t, "", platformTimeout+harborWait)
+	c := threeNodes(t, "", platformTimeout+harborWait(t))
 	checkHarbor(t, c, "w1", "w2")
 }
 
@@ -477,7 +500,7 @@ func TestClusterHarbor(t *testing.T) {
 	_, wAt := wv.Expect(cluster.ReadyLine(c.Node("w1")), clusterTimeout)
 	t.Logf("w1 ready %s after power-on", wAt.Round(time.Second))
 	// cp1 is ready after the platform, Harbor's release and the push.
-	_, cpAt := cv.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout+harborWait)
+	_, cpAt := cv.Expect(cluster.ReadyLine(c.Node("cp1")), clusterTimeout+harborWait(t))
 	t.Logf("cp1 ready %s after power-on", cpAt.Round(time.Second))
 	checkNodesReady(t, c)
 	recordFigures(t, c, "Harbor: control plane + worker")
