@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"kpaas.dev/appliance/internal/progress"
@@ -252,9 +253,13 @@ func (b *builder) component(ctx context.Context, c *component, label string) (di
 	if err := os.MkdirAll(b.opts.CacheDir, 0o755); err != nil {
 		return "", false, err
 	}
-	tmp, err := os.MkdirTemp(b.opts.CacheDir, ".tmp-"+key+"-")
+	tmp, unlock, err := b.workFolder(key)
 	if err != nil {
 		return "", false, err
+	}
+	defer unlock()
+	if completeEntry(dir) { // built by the builder we waited for
+		return dir, true, nil
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
 
@@ -309,6 +314,40 @@ func (b *builder) component(ctx context.Context, c *component, label string) (di
 	}
 	return dir, false, nil
 }
+
+// workFolder makes the folder an entry is built in: the same path every
+// time for the same key, not a random one, because some tools write the
+// folder they work in into what they make. webpack does (the provisional
+// chunk hashes of Harbor's portal depend on absolute paths; the minifier
+// picks names by character frequency, hashes included, before webpack puts
+// the real content hashes in), so a random folder gave a different runtime
+// chunk on every build. A lock beside it keeps two builders of one entry
+// out of each other's way: the second waits, then finds the entry built.
+// A folder left by a killed build is removed first.
+func (b *builder) workFolder(key string) (dir string, unlock func(), err error) {
+	dir = filepath.Join(b.opts.CacheDir, workPrefix+key)
+	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
+		return "", nil, fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	unlock = func() { lock.Close() } // closing the last descriptor releases the lock
+	if err := os.RemoveAll(dir); err != nil {
+		unlock()
+		return "", nil, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		unlock()
+		return "", nil, err
+	}
+	return dir, unlock, nil
+}
+
+// workPrefix starts the name of the folder an entry is built in.
+const workPrefix = ".build-"
 
 func (b *builder) run(ctx context.Context, moduleDir, out string, c command) error {
 	expand := strings.NewReplacer("$OUT", out, "$SRC", b.opts.SourceDir).Replace

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -134,6 +135,99 @@ func TestComponentAnnouncesAndHeartbeats(t *testing.T) {
 	opts.Progress = &again
 	if _, cached, err := b.component(context.Background(), slow, "phase slow (1/2)"); err != nil || !cached || again.String() != "" {
 		t.Errorf("cached component: cached %v, %v, progress %q; want it silent", cached, err, again.String())
+	}
+}
+
+// TestComponentBuildsInOneFolder: a component builds in the same folder
+// every time (tools such as webpack write it into what they make), a
+// folder left by a killed build does not leak into the next, and of two
+// builders of one entry at once only one runs the recipe; the other waits
+// and takes the entry.
+func TestComponentBuildsInOneFolder(t *testing.T) {
+	cache := t.TempDir()
+	runs := filepath.Join(t.TempDir(), "runs")
+	opts := &Options{CacheDir: cache, Progress: io.Discard, Log: io.Discard, Heartbeat: time.Hour}
+	b := &builder{opts: opts, resolver: &resolver{ctx: context.Background()}}
+	b.resolver.b = b
+	c := &component{
+		Name: "where", Version: "v1", Outputs: []string{"where"},
+		Recipe: func(*resolver) ([]command, error) {
+			return []command{{Prog: "sh", Args: []string{"-c",
+				"echo run >> " + runs + "; sleep 0.3; pwd > $OUT/where; ls -A >> $OUT/where"}}}, nil
+		},
+	}
+	read := func(dir string) string {
+		t.Helper()
+		data, err := os.ReadFile(filepath.Join(dir, "where"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+
+	dir, _, err := b.component(context.Background(), c, "where")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := read(dir)
+	work := filepath.Join(cache, workPrefix+filepath.Base(dir))
+	if want := work + "\nwhere\n"; first != want { // pwd, then what the folder held
+		t.Errorf("the recipe ran in and saw %q, want %q", first, want)
+	}
+	if _, err := os.Stat(work); !os.IsNotExist(err) {
+		t.Errorf("the work folder is still there after the build: %v", err)
+	}
+
+	// A build killed halfway left its folder; the entry is gone.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(work, "half-done"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if dir2, cached, err := b.component(context.Background(), c, "where"); err != nil || cached || dir2 != dir {
+		t.Fatalf("rebuild: %s, cached %v, %v", dir2, cached, err)
+	}
+	if again := read(dir); again != first {
+		t.Errorf("second build saw %q, first %q", again, first)
+	}
+
+	// Two builders at once.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(runs); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		dir    string
+		cached bool
+		err    error
+	}
+	results := make(chan result, 2)
+	for range 2 {
+		go func() {
+			d, cached, err := b.component(context.Background(), c, "where")
+			results <- result{d, cached, err}
+		}()
+	}
+	var built, cached int
+	for range 2 {
+		r := <-results
+		if r.err != nil || r.dir != dir {
+			t.Fatalf("concurrent build: %s, %v", r.dir, r.err)
+		}
+		if r.cached {
+			cached++
+		} else {
+			built++
+		}
+	}
+	if data, _ := os.ReadFile(runs); built != 1 || cached != 1 || string(data) != "run\n" {
+		t.Errorf("built %d, cached %d, recipe runs %q; want one build, one wait", built, cached, data)
+	}
+	if read(dir) != first {
+		t.Errorf("concurrent build saw %q", read(dir))
 	}
 }
 
