@@ -455,10 +455,18 @@ cgroupDriver: systemd
 serializeImagePulls: false
 maxParallelImagePulls: 3
 ---
+# kube-proxy's IPVS mode alone resyncs on every Service or EndpointSlice
+# change by default (minSyncPeriod 0): at most once a second instead, as
+# its iptables and nftables modes do by default and kubespray sets for
+# every mode, so a burst of endpoint changes (a release's pods starting
+# and failing probes) costs one sync, not one each. An emulated worker's
+# kube-proxy used half a vCPU in such a burst.
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: {{.ProxyMod}}
 clusterCIDR: {{.PodCIDR}}
+ipvs:
+  minSyncPeriod: 1s
 {{- end}}
 `))
 

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -45,6 +46,12 @@ func TestRealKubeadmTakesTheControlPlaneFiles(t *testing.T) {
 		}
 		if !strings.Contains(string(out), "Applied patch of type") {
 			t.Errorf("kubeadm %s applied no patch:\n%s", strings.Join(ph, " "), out)
+		}
+		// kubeadm decodes every document of the file (the kubelet's and
+		// kube-proxy's configurations too) strictly, and warns of a field
+		// it does not know.
+		if bad := regexp.MustCompile(`(?i)unknown field|strict decoding|duplicate field`).Find(out); bad != nil {
+			t.Errorf("kubeadm %s: %q in its output:\n%s", strings.Join(ph, " "), bad, out)
 		}
 	}
 	type request struct{ Host, Path, Scheme string }
