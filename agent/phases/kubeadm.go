@@ -449,11 +449,21 @@ scheduler:
 # wait minutes behind a big one while pods wait for their volumes (the
 # scheduler gives a volume 10 minutes). Every node takes this from the
 # cluster's kubelet-config.
+#
+# A request to the container runtime may take 10 minutes instead of 2
+# before the kubelet gives up on it. containerd stops what it was doing
+# when the kubelet's request ends (StopPodSandbox: "context canceled"),
+# and the kubelet asks again from the start: on an overloaded emulated
+# worker a container's or a pod sandbox's stop took longer than 2 minutes
+# every time, and the kubelet asked again for 25 and 55 minutes, while the
+# pod stayed Running (a pod gets its final phase only once its sandbox is
+# stopped: local-path's helper pod, which makes a volume, never finished).
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: systemd
 serializeImagePulls: false
 maxParallelImagePulls: 3
+runtimeRequestTimeout: 10m
 ---
 # kube-proxy's IPVS mode alone resyncs on every Service or EndpointSlice
 # change by default (minSyncPeriod 0): at most once a second instead, as
