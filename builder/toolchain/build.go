@@ -316,14 +316,13 @@ func (b *builder) component(ctx context.Context, c *component, label string) (di
 }
 
 // workFolder makes the folder an entry is built in: the same path every
-// time for the same key, not a random one, because some tools write the
-// folder they work in into what they make. webpack does (the provisional
-// chunk hashes of Harbor's portal depend on absolute paths; the minifier
-// picks names by character frequency, hashes included, before webpack puts
-// the real content hashes in), so a random folder gave a different runtime
-// chunk on every build. A lock beside it keeps two builders of one entry
-// out of each other's way: the second waits, then finds the entry built.
-// A folder left by a killed build is removed first.
+// time for the same key, not a random one, because tools may write the
+// folder they work in into what they make (with webpack, which builds
+// Harbor's portal, an absolute path that reaches a provisional chunk hash
+// can change the names its minifier picks: docs/harbor.md). A lock beside
+// it keeps two builders of one entry out of each other's way: the second
+// waits, then finds the entry built. A folder left by a killed build is
+// removed first.
 func (b *builder) workFolder(key string) (dir string, unlock func(), err error) {
 	dir = filepath.Join(b.opts.CacheDir, workPrefix+key)
 	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o600)

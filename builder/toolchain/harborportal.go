@@ -58,8 +58,8 @@ func harborPortalComponent() *component {
 		Recipe: func(r *resolver) ([]command, error) {
 			// The Dockerfile stamps the build with the time of the build
 			// (scripts/generate-build-timestamp.js); the commit's time keeps
-			// the clock out of the result (the minifier still is not
-			// deterministic: docs/harbor.md). git archive gives every entry
+			// the clock out of the result (whether the web root is
+			// reproducible is not settled: docs/harbor.md). git archive gives every entry
 			// that time.
 			stamp, err := archiveTime(filepath.Join(r.b.opts.SourceDir, harborSource))
 			if err != nil {
