@@ -19,6 +19,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -178,11 +179,7 @@ func newError(method, path string, r *http.Response, raw []byte) *Error {
 	if json.Unmarshal(raw, &eb) == nil && len(eb.Errors) > 0 {
 		e.Errors = eb.Errors
 	} else {
-		s := strings.TrimSpace(string(raw))
-		if len(s) > 512 {
-			s = s[:512] + "…"
-		}
-		e.Body = s
+		e.Body = bodyText(r.Header.Get("Content-Type"), raw)
 	}
 	if s := r.Header.Get("Retry-After"); s != "" {
 		if n, err := strconv.Atoi(s); err == nil && n >= 0 {
@@ -190,6 +187,30 @@ func newError(method, path string, r *http.Response, raw []byte) *Error {
 		}
 	}
 	return e
+}
+
+// htmlTitle finds an HTML page's title.
+var htmlTitle = regexp.MustCompile(`(?is)<title[^>]*>(.*?)</title>`)
+
+// bodyText is a body that is not Harbor's error format as one line of at
+// most 512 bytes: an HTML page (the error page of the nginx in front of
+// Harbor, say, while core is down) by its title, other text with its runs
+// of white space made one space. A multi-line page would otherwise spill
+// into logs and records.
+func bodyText(contentType string, raw []byte) string {
+	s := strings.TrimSpace(string(raw))
+	if strings.HasPrefix(contentType, "text/html") || strings.HasPrefix(s, "<") {
+		if m := htmlTitle.FindStringSubmatch(s); m != nil {
+			s = "HTML page " + strconv.Quote(strings.Join(strings.Fields(m[1]), " "))
+		} else {
+			s = "HTML page without a title"
+		}
+	}
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 512 {
+		s = strings.ToValidUTF8(s[:512], "") + "…"
+	}
+	return s
 }
 
 // Ping checks that the API server answers (GET /ping, no auth needed).

@@ -118,13 +118,25 @@ func TestRetriesTransient(t *testing.T) {
 	}
 
 	n.Store(-100) // always fail: the last real error comes back
-	c2 := newClient(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusBadGateway)
-		fmt.Fprint(w, "<html>bad gateway</html>")
-	}))
-	err := c2.Ping(context.Background())
-	if !harbor.IsStatus(err, 502) || !strings.Contains(err.Error(), "<html>bad gateway</html>") {
-		t.Fatalf("err = %v", err)
+	// The nginx in front of Harbor answers with its own pages while core
+	// is down: one line in the error, the page's title, not the page.
+	for _, tc := range []struct {
+		contentType, body, want string
+	}{
+		{"text/html", "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+			`: 502 Bad Gateway: HTML page "502 Bad Gateway"`},
+		{"text/html", "<html><body>bad gateway</body></html>", ": 502 Bad Gateway: HTML page without a title"},
+		{"text/plain", "upstream\n  connect error\n", ": 502 Bad Gateway: upstream connect error"},
+	} {
+		c2 := newClient(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", tc.contentType)
+			w.WriteHeader(http.StatusBadGateway)
+			fmt.Fprint(w, tc.body)
+		}))
+		err := c2.Ping(context.Background())
+		if !harbor.IsStatus(err, 502) || !strings.HasSuffix(err.Error(), tc.want) || strings.ContainsAny(err.Error(), "\r\n") {
+			t.Errorf("%s body: err = %q, want one line ending in %q", tc.contentType, err, tc.want)
+		}
 	}
 }
 
