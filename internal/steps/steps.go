@@ -114,8 +114,16 @@ func (r *Runner) Run(ctx context.Context, list []Step) error {
 		attempt, attempts := 0, max(s.Retry.Attempts, 1)
 		err := retry.Do(ctx, s.Retry, func(ctx context.Context) error {
 			attempt++
-			if err := s.Run(ctx); err != nil || s.Check == nil {
+			if err := s.Run(ctx); err != nil {
+				if retry.IsRetryable(err) && attempt < attempts {
+					// Said now: the last try's error is the only one the
+					// failure would show otherwise.
+					r.Progress.Printf("phase %s (%d/%d): try %d of %d failed: %v; trying again", s.Name, ev.N, ev.M, attempt, attempts, err)
+				}
 				return err
+			}
+			if s.Check == nil {
+				return nil
 			}
 			ok, cerr := s.Check(ctx)
 			switch {

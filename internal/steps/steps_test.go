@@ -115,18 +115,31 @@ func TestCheckFalseAfterRunRunsAgain(t *testing.T) {
 }
 
 func TestRetriesOnlyRetryable(t *testing.T) {
-	r := &steps.Runner{}
+	var out bytes.Buffer
+	r := &steps.Runner{Progress: progress.New(&out, progress.Terminal(false)), Now: fakeClock()}
 	policy := retry.Policy{Attempts: 3, Base: time.Millisecond}
 	n := 0
 	err := r.Run(context.Background(), []steps.Step{{Name: "flaky", Retry: policy, Run: func(context.Context) error {
 		n++
 		if n < 3 {
-			return retry.Retryable(errors.New("not yet"))
+			return retry.Retryable(fmt.Errorf("not yet (%d)", n))
 		}
 		return nil
 	}}})
 	if err != nil || n != 3 {
 		t.Fatalf("err = %v after %d tries", err, n)
+	}
+	// Each failed try is said with its own error, not only the last.
+	for _, want := range []string{
+		"phase flaky (1/1): try 1 of 3 failed: not yet (1); trying again\n",
+		"phase flaky (1/1): try 2 of 3 failed: not yet (2); trying again\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("progress %q lacks %q", out.String(), want)
+		}
+	}
+	if strings.Contains(out.String(), "try 3") {
+		t.Errorf("progress %q: a try that succeeded is reported as failed", out.String())
 	}
 	n = 0
 	permanent := errors.New("bad config")
