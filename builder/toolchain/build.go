@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -253,15 +254,15 @@ func (b *builder) component(ctx context.Context, c *component, label string) (di
 	if err := os.MkdirAll(b.opts.CacheDir, 0o755); err != nil {
 		return "", false, err
 	}
-	tmp, unlock, err := b.workFolder(key)
+	tmp, unlock, err := b.workFolder(key, label)
 	if err != nil {
 		return "", false, err
 	}
 	defer unlock()
+	defer os.RemoveAll(tmp) // a no-op once renamed
 	if completeEntry(dir) { // built by the builder we waited for
 		return dir, true, nil
 	}
-	defer os.RemoveAll(tmp) // a no-op once renamed
 
 	what := fmt.Sprintf("%s: building %s %s", label, c.Name, c.Version)
 	if c.Cold != "" {
@@ -323,13 +324,18 @@ func (b *builder) component(ctx context.Context, c *component, label string) (di
 // it keeps two builders of one entry out of each other's way: the second
 // waits, then finds the entry built. A folder left by a killed build is
 // removed first.
-func (b *builder) workFolder(key string) (dir string, unlock func(), err error) {
+func (b *builder) workFolder(key, label string) (dir string, unlock func(), err error) {
 	dir = filepath.Join(b.opts.CacheDir, workPrefix+key)
 	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return "", nil, err
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+	err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		fmt.Fprintf(b.opts.Progress, "%s: waiting for another build of this entry to end (%s)\n", label, lock.Name())
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+	}
+	if err != nil {
 		lock.Close()
 		return "", nil, fmt.Errorf("locking %s: %w", lock.Name(), err)
 	}

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,7 +147,8 @@ func TestComponentAnnouncesAndHeartbeats(t *testing.T) {
 func TestComponentBuildsInOneFolder(t *testing.T) {
 	cache := t.TempDir()
 	runs := filepath.Join(t.TempDir(), "runs")
-	opts := &Options{CacheDir: cache, Progress: io.Discard, Log: io.Discard, Heartbeat: time.Hour}
+	var out testenv.LockedBuffer
+	opts := &Options{CacheDir: cache, Progress: &out, Log: io.Discard, Heartbeat: time.Hour}
 	b := &builder{opts: opts, resolver: &resolver{ctx: context.Background()}}
 	b.resolver.b = b
 	c := &component{
@@ -192,11 +194,20 @@ func TestComponentBuildsInOneFolder(t *testing.T) {
 		t.Errorf("second build saw %q, first %q", again, first)
 	}
 
-	// Two builders at once.
+	// Two builders at once, while another process holds the entry's lock
+	// (taken here the way a builder takes it): both wait and say so; once
+	// it is released, one builds and the other takes its entry.
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(runs); err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.OpenFile(work+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
 	type result struct {
@@ -211,6 +222,16 @@ func TestComponentBuildsInOneFolder(t *testing.T) {
 			results <- result{d, cached, err}
 		}()
 	}
+	waiting := "where: waiting for another build of this entry to end (" + work + ".lock)\n"
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(out.String(), waiting) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("progress %q: want both builders to say they wait", out.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "where")); !os.IsNotExist(err) {
+		t.Fatalf("built while the lock was held: %v", err)
+	}
+	other.Close()
 	var built, cached int
 	for range 2 {
 		r := <-results
@@ -225,6 +246,9 @@ func TestComponentBuildsInOneFolder(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(runs); built != 1 || cached != 1 || string(data) != "run\n" {
 		t.Errorf("built %d, cached %d, recipe runs %q; want one build, one wait", built, cached, data)
+	}
+	if _, err := os.Stat(work); !os.IsNotExist(err) {
+		t.Errorf("the work folder is still there after the wait: %v", err)
 	}
 	if read(dir) != first {
 		t.Errorf("concurrent build saw %q", read(dir))
