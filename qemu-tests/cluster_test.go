@@ -60,11 +60,7 @@ const platformTimeout = 30 * time.Minute
 // push of the bundle into it.
 func harborWait(t *testing.T) time.Duration {
 	t.Helper()
-	store, err := bundle.Open(demoMedia(t).bundle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock, err := store.ReadLock()
+	lock, err := demoStore(t).ReadLock()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +77,16 @@ func harborWait(t *testing.T) time.Duration {
 	}
 	t.Fatal("the demo bundle has no Harbor release")
 	return 0
+}
+
+// demoStore opens the bundle of the baked demo media.
+func demoStore(t *testing.T) *bundle.Store {
+	t.Helper()
+	store, err := bundle.Open(demoMedia(t).bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
 }
 
 // harborPushWait bounds the push of the demo bundle into Harbor on an
@@ -590,11 +596,7 @@ spec:
 // there with the bundle's digest and tag.
 func checkHarborHolds(t *testing.T, api *harbor.Client) {
 	t.Helper()
-	store, err := bundle.Open(demoMedia(t).bundle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, err := store.Entries()
+	entries, err := demoStore(t).Entries()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -455,9 +455,10 @@ scheduler:
 # when the kubelet's request ends (StopPodSandbox: "context canceled"),
 # and the kubelet asks again from the start: on an overloaded emulated
 # worker a container's or a pod sandbox's stop took longer than 2 minutes
-# every time, and the kubelet asked again for 25 and 55 minutes, while the
+# every time, and the kubelet asked again for 40 and 55 minutes, while the
 # pod stayed Running (a pod gets its final phase only once its sandbox is
-# stopped: local-path's helper pod, which makes a volume, never finished).
+# stopped: local-path's helper pod, done after 6 minutes, held back
+# Harbor's registry volume for 46).
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: systemd
