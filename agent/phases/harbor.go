@@ -198,6 +198,7 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 		Registry: registry, Insecure: strings.HasPrefix(registry, "http://"),
 		Username: harborUser, Password: password,
 		Harbor: true, PublicProjects: true,
+		Jobs: harborPushJobs, RequestTimeout: harborRequestTimeout, Retry: harborRequestRetry,
 		Progress: e.Progress.Writer(),
 		Finished: func(r push.ArtifactResult, _, _ int) {
 			ended.Add(1)
@@ -229,6 +230,21 @@ func pushIntoHarbor(ctx context.Context, e *Env) error {
 	}
 	return nil
 }
+
+// The push into a Harbor the cluster has only just started is patient:
+// Harbor's core, registry and nginx share their nodes with the rest of the
+// platform's start, and one slow answer should not end a push that the
+// step runner then starts from the beginning (every artifact asked again).
+// A request may take 3 minutes and is tried 6 times, the waits between
+// the tries adding up to 2 minutes; two uploads at a time, so that a busy
+// Harbor answers each sooner rather than four more slowly. `kpaas push`
+// keeps push's defaults.
+const (
+	harborPushJobs       = 2
+	harborRequestTimeout = 3 * time.Minute
+)
+
+var harborRequestRetry = retry.Policy{Attempts: 6, Base: 5 * time.Second, Max: 45 * time.Second}
 
 // harborProgressEvery is how often the record of a running push is
 // brought up to date.
