@@ -1,6 +1,6 @@
 // Package harbor is a small client for the few Harbor v2.0 REST endpoints
-// that pushing a bundle needs: ping, health, and projects (exists, get,
-// create). It was written from Harbor's published API description
+// that pushing a bundle needs: ping, health, projects (exists, get,
+// create) and robot accounts (create, list, delete). It was written from Harbor's published API description
 // (api/v2.0/swagger.yaml; base path /api/v2.0, basic authentication).
 //
 // Requests authenticate with HTTP basic auth, which Harbor accepts for API
@@ -396,4 +396,69 @@ func ProjectNameFor(s string) string {
 		out = strings.TrimRight(out[:MaxProjectNameLen], "._-")
 	}
 	return out
+}
+
+// RobotCreate is Harbor's RobotCreate: a robot account of Level "system"
+// (permissions in any project) or "project", valid Duration days (-1:
+// never expires).
+type RobotCreate struct {
+	Name        string            `json:"name"`
+	Description string            `json:"description,omitempty"`
+	Level       string            `json:"level"`
+	Duration    int64             `json:"duration"`
+	Permissions []RobotPermission `json:"permissions"`
+}
+
+// RobotPermission grants Access in one Namespace (a project name) of a
+// Kind ("project").
+type RobotPermission struct {
+	Kind      string   `json:"kind"`
+	Namespace string   `json:"namespace"`
+	Access    []Access `json:"access"`
+}
+
+// Access is one action on one resource ("repository", "pull").
+type Access struct {
+	Resource string `json:"resource"`
+	Action   string `json:"action"`
+}
+
+// Robot is a robot account as Harbor lists it, and RobotCreated as it
+// answers a creation: the full name it logs in with ("robot$NAME") and,
+// only then, its secret.
+type Robot struct {
+	ID        int64  `json:"id"`
+	Name      string `json:"name"`
+	Secret    string `json:"secret,omitempty"`
+	ExpiresAt int64  `json:"expires_at"`
+}
+
+// CreateRobot calls POST /robots. Only a system administrator may create
+// a system-level robot (403 otherwise); a name in use is 409.
+func (c *Client) CreateRobot(ctx context.Context, req RobotCreate) (*Robot, error) {
+	var r Robot
+	if _, err := c.do(ctx, http.MethodPost, "/robots", nil, nil, req, &r); err != nil {
+		return nil, err
+	}
+	if r.Name == "" || r.Secret == "" {
+		return nil, fmt.Errorf("harbor: POST /robots: the answer has no name or secret")
+	}
+	return &r, nil
+}
+
+// Robots lists the robot accounts whose name starts with prefix (GET
+// /robots?q=name=~PREFIX, at most 100).
+func (c *Client) Robots(ctx context.Context, prefix string) ([]Robot, error) {
+	var rs []Robot
+	q := url.Values{"q": {"name=~" + prefix}, "page_size": {"100"}}
+	if _, err := c.do(ctx, http.MethodGet, "/robots", q, nil, nil, &rs); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// DeleteRobot calls DELETE /robots/{id}.
+func (c *Client) DeleteRobot(ctx context.Context, id int64) error {
+	_, err := c.do(ctx, http.MethodDelete, "/robots/"+strconv.FormatInt(id, 10), nil, nil, nil, nil)
+	return err
 }

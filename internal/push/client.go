@@ -331,6 +331,15 @@ func (c *client) token(ctx context.Context, scopes []string) (string, error) {
 	return tok, nil
 }
 
+// useCredentials makes the client ask for its tokens as another user
+// (the tokens it holds are the old user's: dropped). Not while requests
+// are in flight.
+func (c *client) useCredentials(user, password string) {
+	c.mu.Lock()
+	c.user, c.password, c.tokens = user, password, nil
+	c.mu.Unlock()
+}
+
 func (c *client) forgetToken(scopes []string) {
 	c.mu.Lock()
 	delete(c.tokens, strings.Join(scopes, " "))

@@ -252,11 +252,17 @@ func Push(ctx context.Context, store *bundle.Store, opts Options) (sum Summary, 
 		return sum, err
 	}
 	if o.Harbor {
-		created, err := ensureProjects(ctx, c, o, jobs)
+		api, err := harborAPI(c, o)
+		if err != nil {
+			return sum, err
+		}
+		projects := targetProjects(jobs)
+		created, err := ensureProjects(ctx, api, o, projects)
 		sum.Projects = created
 		if err != nil {
 			return sum, err
 		}
+		defer asRobot(ctx, api, c, o, projects)()
 	}
 	sum.Results, err = pushAll(ctx, c, store, o, st, jobs)
 	return sum, err
@@ -346,8 +352,9 @@ func plan(store *bundle.Store, o Options, sum *Summary) ([]job, error) {
 	return jobs, errors.Join(errs...)
 }
 
-// ensureProjects creates the Harbor projects the jobs need, in name order.
-func ensureProjects(ctx context.Context, c *client, o Options, jobs []job) ([]string, error) {
+// targetProjects are the Harbor projects the jobs push into, in name
+// order.
+func targetProjects(jobs []job) []string {
 	var names []string
 	for _, j := range jobs {
 		if !slices.Contains(names, j.target.Project) {
@@ -355,14 +362,12 @@ func ensureProjects(ctx context.Context, c *client, o Options, jobs []job) ([]st
 		}
 	}
 	slices.Sort(names)
-	hc, err := harbor.New(c.base.String(),
-		harbor.WithBasicAuth(o.Username, o.Password),
-		harbor.WithHTTPClient(c.hc),
-		harbor.WithTimeout(o.RequestTimeout),
-		harbor.WithRetry(o.Retry))
-	if err != nil {
-		return nil, err
-	}
+	return names
+}
+
+// ensureProjects creates the Harbor projects that do not exist yet, in
+// order, and returns those it created.
+func ensureProjects(ctx context.Context, hc *harbor.Client, o Options, names []string) ([]string, error) {
 	var created []string
 	for _, n := range names {
 		if !harbor.ValidProjectName(n) {

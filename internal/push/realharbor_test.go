@@ -42,9 +42,18 @@ func TestRealHarbor(t *testing.T) {
 	t.Run("projects, digests and cross-project mounts", func(t *testing.T) {
 		o := harborOpts(nil)
 		o.PublicProjects = true
+		var progress strings.Builder
+		o.Progress = &progress
 		sum, err := push.Push(ctx, tb.store, o)
 		if err != nil {
 			t.Fatalf("push: %v\n%s", err, h.Logs("core"))
+		}
+		// Pushed as a robot account of its own, removed afterwards.
+		if !strings.Contains(progress.String(), "harbor: pushing as robot account robot$"+push.RobotPrefix) {
+			t.Errorf("the push did not make a robot account:\n%s", progress.String())
+		}
+		if left, err := api.Robots(ctx, push.RobotPrefix); err != nil || len(left) != 0 {
+			t.Errorf("robot accounts left after the push: %v (%v)", left, err)
 		}
 		want := []string{"docker.io", "quay.io", "registry.k8s.io"}
 		if !slices.Equal(sum.Projects, want) {

@@ -9,19 +9,28 @@
 //     (realm=SCHEME://HOST/service/token, service="harbor-registry"), or
 //     `Basic realm="harbor"` when the request carried an Authorization
 //     header;
+//
 //   - GET /service/token: a token for the requested scopes, with the actions
 //     the user has (none in a project that does not exist; pull only in
 //     public projects for anonymous users); wrong or no credentials and no
 //     scope: 401 with an empty body;
+//
 //   - HEAD or GET in a repository without an Authorization header: 401 with
 //     a Bearer challenge naming the scope;
+//
 //   - a repository in a project that does not exist: 401 with an empty
 //     WWW-Authenticate, and (with a body) UNAUTHORIZED "project X not found";
+//
 //   - missing rights: 401 UNAUTHORIZED "unauthorized to access repository:
 //     NAME, action: ACTION" with a challenge.
 //
+//   - POST /robots (system administrator only), GET /robots?q=name=~P and
+//     DELETE /robots/{id}: robot accounts, which log in as "robot$NAME"
+//     with the secret the creation answered, and may do only what their
+//     permissions list (pull, push per project).
+//
 // It is a double, not Harbor: no database, no RBAC beyond one user who may
-// do everything, no CSRF, no quotas. Use it to check that a client creates
+// do everything and the robots it makes, no CSRF, no quotas. Use it to check that a client creates
 // projects before pushing, reuses existing ones, and surfaces Harbor's
 // errors.
 package harbortest
@@ -30,6 +39,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +62,8 @@ type ProjectsDouble struct {
 	// and Harbor error item (e.g. 403 FORBIDDEN "Only system admin can
 	// create project").
 	CreateError *ErrorResponse
+	// RobotError, when set, makes POST /robots fail likewise.
+	RobotError *ErrorResponse
 
 	mu       sync.Mutex
 	projects map[string]*harbor.Project
@@ -59,6 +71,15 @@ type ProjectsDouble struct {
 	created  []string
 	calls    map[string]int
 	tokens   map[string]grant
+	tokensBy map[string]int // user ("" anonymous) → tokens issued
+	robots   map[int64]*robot
+	robotID  int64
+}
+
+// robot is a robot account: its login, secret and actions per project.
+type robot struct {
+	harbor.Robot
+	actions map[string][]string
 }
 
 // grant is what a token issued by the token service allows.
@@ -76,7 +97,8 @@ type ErrorResponse struct {
 // NewProjectsDouble returns a double in front of next, holding the given
 // projects already (Harbor always has "library").
 func NewProjectsDouble(next http.Handler, existing ...string) *ProjectsDouble {
-	d := &ProjectsDouble{Next: next, projects: map[string]*harbor.Project{}, calls: map[string]int{}, tokens: map[string]grant{}}
+	d := &ProjectsDouble{Next: next, projects: map[string]*harbor.Project{}, calls: map[string]int{}, tokens: map[string]grant{},
+		tokensBy: map[string]int{}, robots: map[int64]*robot{}}
 	for _, name := range append([]string{"library"}, existing...) {
 		d.addLocked(name, "true")
 	}
@@ -115,6 +137,25 @@ func (d *ProjectsDouble) Calls(op string) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.calls[op]
+}
+
+// TokensFor counts the tokens the token service issued to user (a robot
+// by its login "robot$NAME"; "" anonymous).
+func (d *ProjectsDouble) TokensFor(user string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.tokensBy[user]
+}
+
+// Robots lists the robot accounts that exist now.
+func (d *ProjectsDouble) Robots() []harbor.Robot {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []harbor.Robot
+	for _, r := range d.robots {
+		out = append(out, harbor.Robot{ID: r.ID, Name: r.Name, ExpiresAt: r.ExpiresAt})
+	}
+	return out
 }
 
 func (d *ProjectsDouble) count(op string) {
@@ -201,6 +242,31 @@ func (d *ProjectsDouble) serveAPI(w http.ResponseWriter, r *http.Request, path s
 			return
 		}
 		writeJSON(w, http.StatusOK, cp)
+	case path == "/robots" && r.Method == http.MethodPost:
+		d.count("CreateRobot")
+		d.createRobot(w, r)
+	case path == "/robots" && r.Method == http.MethodGet:
+		d.count("ListRobot")
+		prefix, _ := strings.CutPrefix(r.URL.Query().Get("q"), "name=~")
+		var out []harbor.Robot
+		for _, rb := range d.Robots() {
+			if strings.HasPrefix(strings.TrimPrefix(rb.Name, "robot$"), prefix) {
+				out = append(out, rb)
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+	case strings.HasPrefix(path, "/robots/") && r.Method == http.MethodDelete:
+		d.count("DeleteRobot")
+		id, _ := strconv.ParseInt(path[len("/robots/"):], 10, 64)
+		d.mu.Lock()
+		_, ok := d.robots[id]
+		delete(d.robots, id)
+		d.mu.Unlock()
+		if !ok {
+			writeErr(w, r, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("robot %d not found", id))
+			return
+		}
+		w.WriteHeader(http.StatusOK)
 	default:
 		writeErr(w, r, http.StatusNotFound, "NOT_FOUND", "no such API in the projects double: "+r.Method+" "+path)
 	}
@@ -253,6 +319,55 @@ func (d *ProjectsDouble) createProject(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusCreated)
 }
 
+// createRobot makes a robot account as Harbor does: a name of the
+// registry's grammar, level system or project, a duration of -1 or a
+// positive number of days, project permissions; its login is
+// "robot$NAME", its secret random.
+func (d *ProjectsDouble) createRobot(w http.ResponseWriter, r *http.Request) {
+	var req harbor.RobotCreate
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, r, http.StatusBadRequest, "BAD_REQUEST", "parsing robot: "+err.Error())
+		return
+	}
+	if d.RobotError != nil {
+		writeErr(w, r, d.RobotError.Status, d.RobotError.Code, d.RobotError.Message)
+		return
+	}
+	switch {
+	case !harbor.ValidProjectName(req.Name):
+		writeErr(w, r, http.StatusBadRequest, "BAD_REQUEST", fmt.Sprintf("robot name is not in lower case or contains illegal characters: %s", req.Name))
+		return
+	case req.Level != "system" && req.Level != "project":
+		writeErr(w, r, http.StatusBadRequest, "BAD_REQUEST", "bad request robot level")
+		return
+	case req.Duration == 0 || req.Duration < -1:
+		writeErr(w, r, http.StatusBadRequest, "BAD_REQUEST", fmt.Sprintf("bad request error duration input: %d, duration must be either -1(Never) or a positive integer", req.Duration))
+		return
+	}
+	rb := &robot{Robot: harbor.Robot{Name: "robot$" + req.Name}, actions: map[string][]string{}}
+	for _, p := range req.Permissions {
+		for _, a := range p.Access {
+			if p.Kind == "project" && a.Resource == "repository" {
+				rb.actions[p.Namespace] = append(rb.actions[p.Namespace], a.Action)
+			}
+		}
+	}
+	d.mu.Lock()
+	for _, other := range d.robots {
+		if other.Name == rb.Name {
+			d.mu.Unlock()
+			writeErr(w, r, http.StatusConflict, "CONFLICT", fmt.Sprintf("robot account %s already exists", rb.Name))
+			return
+		}
+	}
+	d.robotID++
+	rb.ID = d.robotID
+	rb.Secret = fmt.Sprintf("Robot%dSecret%d", rb.ID, len(d.tokens)+7)
+	d.robots[rb.ID] = rb
+	d.mu.Unlock()
+	writeJSON(w, http.StatusCreated, rb.Robot)
+}
+
 // TokenPath is where Harbor's token service answers; TokenService is the
 // service name its challenges carry.
 const (
@@ -260,13 +375,32 @@ const (
 	TokenService = "harbor-registry"
 )
 
-// basicUser returns the user of valid basic credentials.
+// basicUser returns the user (or robot login) of valid basic
+// credentials.
 func (d *ProjectsDouble) basicUser(r *http.Request) (string, bool) {
 	u, p, ok := r.BasicAuth()
-	if !ok || d.User == "" || u != d.User || p != d.Password {
+	if !ok || d.User == "" {
 		return "", false
 	}
-	return u, true
+	if u == d.User && p == d.Password {
+		return u, true
+	}
+	if rb := d.robot(u); rb != nil && rb.Secret == p {
+		return u, true
+	}
+	return "", false
+}
+
+// robot is the robot account whose login is name, or nil.
+func (d *ProjectsDouble) robot(name string) *robot {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, rb := range d.robots {
+		if rb.Name == name {
+			return rb
+		}
+	}
+	return nil
 }
 
 // serveToken issues a token for the requested scopes, as Harbor's token
@@ -300,6 +434,7 @@ func (d *ProjectsDouble) serveToken(w http.ResponseWriter, r *http.Request) {
 	d.mu.Lock()
 	tok := fmt.Sprintf("harbor-double-token-%d", len(d.tokens)+1)
 	d.tokens[tok] = g
+	d.tokensBy[user]++
 	d.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "expires_in": 1800})
 }
@@ -312,6 +447,9 @@ func (d *ProjectsDouble) may(user, repo, action string) bool {
 	p, ok := d.Project(project)
 	if !ok {
 		return false
+	}
+	if rb := d.robot(user); rb != nil {
+		return slices.Contains(rb.actions[project], action) || (action == "pull" && p.Metadata.Public == "true")
 	}
 	if user != "" || d.User == "" {
 		return true
