@@ -1,7 +1,8 @@
 // Package harbor is a small client for the few Harbor v2.0 REST endpoints
 // that pushing a bundle needs: ping, health, projects (exists, get,
-// create) and robot accounts (create, list, delete). It was written from Harbor's published API description
-// (api/v2.0/swagger.yaml; base path /api/v2.0, basic authentication).
+// create) and robot accounts (create, list, delete). It was written from
+// Harbor's published API description (api/v2.0/swagger.yaml; base path
+// /api/v2.0, basic authentication).
 //
 // Requests authenticate with HTTP basic auth, which Harbor accepts for API
 // calls without a CSRF token. Every request has a timeout, and transient
@@ -422,6 +423,10 @@ type Access struct {
 	Resource string `json:"resource"`
 	Action   string `json:"action"`
 }
+
+// RobotLogin begins every robot account's login: Harbor names a robot
+// made as NAME "robot$NAME".
+const RobotLogin = "robot$"
 
 // Robot is a robot account as Harbor lists it, and RobotCreated as it
 // answers a creation: the full name it logs in with ("robot$NAME") and,

@@ -20,17 +20,14 @@ import (
 // pushes as it, and removes it at the end.
 
 // RobotPrefix begins the name of every robot account a push makes
-// ("robot$" + RobotPrefix + 8 hex digits is its login).
+// (harbor.RobotLogin + RobotPrefix + 8 hex digits is its login).
 const RobotPrefix = "kpaas-push-"
-
-// robotLogin is the prefix of a robot account's login in Harbor.
-const robotLogin = "robot$"
 
 // asRobot switches c to a new robot account for projects and returns the
 // function that removes it. When Harbor refuses one (the user is not a
 // system administrator, say), the push goes on as the user, and says so.
 func asRobot(ctx context.Context, api *harbor.Client, c *client, o Options, projects []string) (remove func()) {
-	if c.user == "" || strings.HasPrefix(c.user, robotLogin) || len(projects) == 0 {
+	if c.user == "" || strings.HasPrefix(c.user, harbor.RobotLogin) || len(projects) == 0 {
 		return func() {}
 	}
 	var suffix [4]byte

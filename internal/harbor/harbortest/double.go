@@ -9,33 +9,29 @@
 //     (realm=SCHEME://HOST/service/token, service="harbor-registry"), or
 //     `Basic realm="harbor"` when the request carried an Authorization
 //     header;
-//
 //   - GET /service/token: a token for the requested scopes, with the actions
 //     the user has (none in a project that does not exist; pull only in
 //     public projects for anonymous users); wrong or no credentials and no
 //     scope: 401 with an empty body;
-//
 //   - HEAD or GET in a repository without an Authorization header: 401 with
 //     a Bearer challenge naming the scope;
-//
 //   - a repository in a project that does not exist: 401 with an empty
 //     WWW-Authenticate, and (with a body) UNAUTHORIZED "project X not found";
-//
 //   - missing rights: 401 UNAUTHORIZED "unauthorized to access repository:
-//     NAME, action: ACTION" with a challenge.
-//
+//     NAME, action: ACTION" with a challenge;
 //   - POST /robots (system administrator only), GET /robots?q=name=~P and
 //     DELETE /robots/{id}: robot accounts, which log in as "robot$NAME"
 //     with the secret the creation answered, and may do only what their
 //     permissions list (pull, push per project).
 //
 // It is a double, not Harbor: no database, no RBAC beyond one user who may
-// do everything and the robots it makes, no CSRF, no quotas. Use it to check that a client creates
-// projects before pushing, reuses existing ones, and surfaces Harbor's
-// errors.
+// do everything and the robots it makes, no CSRF, no quotas. Use it to
+// check that a client creates projects before pushing, reuses existing
+// ones, pushes as a robot account, and surfaces Harbor's errors.
 package harbortest
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -250,7 +246,7 @@ func (d *ProjectsDouble) serveAPI(w http.ResponseWriter, r *http.Request, path s
 		prefix, _ := strings.CutPrefix(r.URL.Query().Get("q"), "name=~")
 		var out []harbor.Robot
 		for _, rb := range d.Robots() {
-			if strings.HasPrefix(strings.TrimPrefix(rb.Name, "robot$"), prefix) {
+			if strings.HasPrefix(strings.TrimPrefix(rb.Name, harbor.RobotLogin), prefix) {
 				out = append(out, rb)
 			}
 		}
@@ -344,7 +340,7 @@ func (d *ProjectsDouble) createRobot(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, r, http.StatusBadRequest, "BAD_REQUEST", fmt.Sprintf("bad request error duration input: %d, duration must be either -1(Never) or a positive integer", req.Duration))
 		return
 	}
-	rb := &robot{Robot: harbor.Robot{Name: "robot$" + req.Name}, actions: map[string][]string{}}
+	rb := &robot{Robot: harbor.Robot{Name: harbor.RobotLogin + req.Name}, actions: map[string][]string{}}
 	for _, p := range req.Permissions {
 		for _, a := range p.Access {
 			if p.Kind == "project" && a.Resource == "repository" {
@@ -362,7 +358,7 @@ func (d *ProjectsDouble) createRobot(w http.ResponseWriter, r *http.Request) {
 	}
 	d.robotID++
 	rb.ID = d.robotID
-	rb.Secret = fmt.Sprintf("Robot%dSecret%d", rb.ID, len(d.tokens)+7)
+	rb.Secret = rand.Text()
 	d.robots[rb.ID] = rb
 	d.mu.Unlock()
 	writeJSON(w, http.StatusCreated, rb.Robot)
