@@ -124,16 +124,22 @@ for rep in $(seq "$REPS"); do
   row repush kpaas "$rep" "$w" "$(jq -r '"\(.blobsSent) blobs sent, \(.requests) requests"' "$LOG/push-summary.json")"
 done
 
-# Every digest Harbor reports equals the bundle's, for both tools.
+# Every digest Harbor reports equals the bundle's, for both tools; the
+# references whose digest differs go to $WORK/differ-PROJECT.txt.
 phase "check digests"
 same() {
   local r n=0 path want got
+  : >"$WORK/differ-$1.txt"
   while read -r r; do
     path=${r#*/}
     want=$(jq -r --arg r "$r" '.artifacts[] | select(.ref == $r) | .digest' "$BUNDLE/kpaas-lock.json")
     got=$(curl -fsS -u "$USER_:$KPAAS_REGISTRY_PASSWORD" \
       "$URL/api/v2.0/projects/$1/repositories/$(printf '%s' "${path%:*}" | sed 's|/|%252F|g')/artifacts/${path##*:}" | jq -r .digest)
-    [ "$want" = "$got" ] && n=$((n + 1))
+    if [ "$want" = "$got" ]; then
+      n=$((n + 1))
+    else
+      echo "$r: Harbor has $got, the bundle $want" >>"$WORK/differ-$1.txt"
+    fi
   done <"$WORK/refs.txt"
   echo "$n"
 }
@@ -164,4 +170,12 @@ RATIO=$(awk -v s="$S" -v k="$K" 'BEGIN {printf "%.2f", s / k}')
   echo "| ratio | value | goal |"
   echo "|---|---|---|"
   echo "| push: skopeo wall ÷ kpaas wall | ${RATIO}× | ≥ 1.5× |"
+  for t in kpaas skopeo; do
+    if [ -s "$WORK/differ-$t-1.txt" ]; then
+      echo
+      echo "Digests that differ after $t's push:"
+      echo
+      sed 's/^/- /' "$WORK/differ-$t-1.txt"
+    fi
+  done
 } | tee "$REPORT"
